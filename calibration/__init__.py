@@ -1,0 +1,1 @@
+"""dashc.calibration: calibration data, range collection, scaling-point choice."""

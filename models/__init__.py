@@ -1,0 +1,1 @@
+"""dashc.models: the model zoo."""

@@ -1,0 +1,1 @@
+"""dashc.runtime: the garbling engine (labels, hashing, gates, gadgets, backends)."""
