@@ -20,7 +20,7 @@ derived from them) agree.  Free operations consume no gate id and no table bytes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,16 +30,16 @@ class Backend(Protocol):
     """Operations on wire tensors of one modulus each."""
 
     # -- inputs and outputs -------------------------------------------------------------
-    def input(self, q: int, shape: tuple[int, ...]) -> Any:
-        """The input wires mod q of value shape ``shape`` (batch included).
+    def input(self, moduli: tuple[int, ...], shape: tuple[int, ...]) -> "CrtTensor":
+        """The next input tensor, value shape ``shape`` (batch included), one wire tensor
+        per modulus.  Plain: residues of the next integer tensor it was given; Garbler:
+        fresh zero labels (kept as encoding information); Evaluator: the next active input
+        labels it was given.  Inputs are consumed in call order."""
 
-        Plain: residues of the integer input the backend was given; Garbler: fresh zero
-        labels (recorded as encoding information); Evaluator: the active input labels it
-        was given."""
-
-    def output(self, a: Any) -> Any:
-        """Mark ``a`` as an output.  Plain: residues; Garbler: records decoding info;
-        Evaluator: returns the active labels."""
+    def output(self, a: "CrtTensor") -> Any:
+        """Mark ``a`` as the next output.  Plain: returns the residues (a CrtTensor);
+        Garbler: keeps the decoding information, returns None; Evaluator: returns the
+        active labels (a CrtTensor)."""
 
     # -- free operations (no ciphertexts) -----------------------------------------------
     def add(self, a: Any, b: Any) -> Any: ...
@@ -112,5 +112,3 @@ class CrtTensor:
         return CrtTensor({q: fn(w, other.parts[q]) for q, w in self.parts.items()})
 
 
-def crt_input(backend: Backend, moduli: Sequence[int], shape: tuple[int, ...]) -> CrtTensor:
-    return CrtTensor({q: backend.input(q, shape) for q in moduli})
