@@ -1,0 +1,279 @@
+"""Train a zoo model reproducibly on the CPU, export it to ONNX and write its model card.
+
+    python -m dashc.models.train NAME --data-dir DIR --epochs E --seed S --out DIR
+
+Trains with Adam and cross-entropy on the training split minus a held-out validation split
+(drawn with the seed), keeps the weights of the epoch with the best validation accuracy,
+exports ONNX (opset 17, dynamic batch, input ``input``, output ``logits``), checks the ONNX
+against torch on the whole test set through onnxruntime, and writes ``NAME.onnx`` and
+``NAME.json`` (the model card) into the output folder.  CIFAR-10 training uses the usual
+augmentation: random 32x32 crop of the image zero-padded by 4, and a random horizontal flip.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dashc.errors import DashcError, UsageError
+
+from . import architectures, data
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+# --------------------------------------------------------------------------- helpers
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_source(path: Path) -> str:
+    """Digest of a data file, or of every file under a data folder (path + content, sorted)."""
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(bytes.fromhex(sha256_file(f)))
+    return digest.hexdigest()
+
+
+def augment(xb: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop of the zero-padded batch and random horizontal flip (uint8 or float)."""
+    n, c, h, w = xb.shape
+    padded = nn.functional.pad(xb, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                 rows, cols]
+    flip = torch.rand(n, generator=gen) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def to_input(dataset: str, xb: torch.Tensor) -> torch.Tensor:
+    """Raw uint8 batch -> float32 model input, same preprocessing as :func:`data.preprocess`."""
+    return torch.from_numpy(data.preprocess(dataset, xb.numpy()))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: str, x_raw: torch.Tensor, batch: int = 1000) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(to_input(dataset, x_raw[i:i + batch])).numpy()
+                           for i in range(0, len(x_raw), batch)])
+
+
+def export_onnx(model: nn.Module, shape: tuple[int, ...], path: Path) -> None:
+    model.eval()
+    dummy = torch.zeros((1, *shape), dtype=torch.float32)
+    torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
+                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+
+
+def run_onnx(path: Path, x: np.ndarray, threads: int, batch: int = 1000) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + batch]})[0]
+                           for i in range(0, len(x), batch)])
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- training
+
+def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Path, *,
+          dataset: str | None = None, batch_size: int = 128, lr: float = 1e-3,
+          schedule: str = "constant", val_size: int = 5000, threads: int = 2,
+          augmentation: bool | None = None, limit_train: int | None = None) -> dict:
+    """Train the zoo model ``name``; returns the model card (also written to ``out``)."""
+    architectures.check_name(name)
+    if epochs < 1:
+        raise UsageError(f"epochs must be at least 1, got {epochs}")
+    if schedule not in ("constant", "onecycle", "cosine"):
+        raise UsageError(f"unknown schedule {schedule!r}; expected constant, onecycle or cosine")
+    dataset = dataset or architectures.dataset_of(name)
+    shape = architectures.input_shape(name)
+    augmentation = (dataset == "cifar10") if augmentation is None else augmentation
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    log(f"{name}: reading {dataset} from {data_dir}")
+    train_raw = data.read_raw(dataset, data_dir, "train")
+    test_raw = data.read_raw(dataset, data_dir, "test")
+    if train_raw.x.shape[1:] != shape:
+        raise UsageError(f"model {name} takes {shape} inputs, {dataset} has {train_raw.x.shape[1:]}")
+    order = np.random.default_rng(seed).permutation(len(train_raw.x))
+    if not 0 < val_size < len(order):
+        raise UsageError(f"validation size {val_size} must be between 1 and {len(order) - 1}")
+    val_idx, fit_idx = order[:val_size], order[val_size:]
+    if limit_train is not None:
+        fit_idx = fit_idx[:limit_train]
+    x_fit = torch.from_numpy(train_raw.x[np.sort(fit_idx)])
+    y_fit = torch.from_numpy(train_raw.y[np.sort(fit_idx)])
+    x_val, y_val = torch.from_numpy(train_raw.x[np.sort(val_idx)]), train_raw.y[np.sort(val_idx)]
+    x_test, y_test = torch.from_numpy(test_raw.x), test_raw.y
+    log(f"{name}: {len(x_fit)} training, {len(x_val)} validation, {len(x_test)} test images")
+
+    model = architectures.build(name)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = math.ceil(len(x_fit) / batch_size)
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    elif schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    else:
+        scheduler = None
+    loss_fn = nn.CrossEntropyLoss()
+
+    history, best_val, best_state = [], -1.0, None
+    for epoch in range(1, epochs + 1):
+        t0 = time.time()
+        model.train()
+        perm = torch.randperm(len(x_fit), generator=gen)
+        total_loss, correct = 0.0, 0
+        for step in range(steps_per_epoch):
+            idx = perm[step * batch_size:(step + 1) * batch_size]
+            xb = x_fit[idx]
+            if augmentation:
+                xb = augment(xb, gen)
+            xb, yb = to_input(dataset, xb), y_fit[idx]
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+        val_acc = float((predict(model, dataset, x_val).argmax(1) == y_val).mean())
+        row = {"epoch": epoch, "train_loss": round(total_loss / len(x_fit), 5),
+               "train_accuracy": round(correct / len(x_fit), 5),
+               "validation_accuracy": round(val_acc, 5), "seconds": round(time.time() - t0, 1)}
+        history.append(row)
+        log(f"{name}: epoch {epoch}/{epochs} loss {row['train_loss']:.4f} "
+            f"train {row['train_accuracy']:.4f} val {val_acc:.4f} ({row['seconds']} s)")
+        if val_acc > best_val:
+            best_val, best_epoch = val_acc, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    model.load_state_dict(best_state)
+    model.eval()
+    torch_logits = predict(model, dataset, x_test)
+    torch_acc = float((torch_logits.argmax(1) == y_test).mean())
+
+    onnx_path = out / f"{name}.onnx"
+    export_onnx(model, shape, onnx_path)
+    x_test_in = data.preprocess(dataset, test_raw.x)
+    ort_logits = run_onnx(onnx_path, x_test_in, threads)
+    ort_acc = float((ort_logits.argmax(1) == y_test).mean())
+    agreement = float((ort_logits.argmax(1) == torch_logits.argmax(1)).mean())
+    max_diff = float(np.abs(ort_logits - torch_logits).max())
+    if agreement < 0.999 or max_diff > 1e-3:
+        raise DashcError(f"{onnx_path}: onnxruntime disagrees with torch (argmax agreement "
+                         f"{agreement:.4f}, max |logit difference| {max_diff:.2e})")
+    log(f"{name}: test accuracy {ort_acc:.4f} (onnxruntime), {torch_acc:.4f} (torch); "
+        f"best validation {best_val:.4f} at epoch {best_epoch}")
+
+    sources = sorted({Path(f) for f in train_raw.files + test_raw.files})
+    card = {
+        "name": name,
+        "architecture": architectures.DESCRIPTIONS[name],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "input_shape": ["N", *shape],
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "dataset": dataset,
+        "preprocessing": data.PREPROCESSING[dataset],
+        "data_files": {f.name: sha256_source(f) for f in sources} or
+                      {"scikit-learn digits": "bundled with scikit-learn"},
+        "splits": {"train": len(x_fit), "validation": len(x_val), "test": len(x_test),
+                   "validation_selection": f"{val_size} training images drawn with the seed"},
+        "training": {
+            "optimizer": "Adam", "learning_rate": lr, "schedule": schedule,
+            "batch_size": batch_size, "epochs": epochs, "seed": seed,
+            "loss": "cross-entropy",
+            "augmentation": ("random 32x32 crop of the zero-padded (4) image, random horizontal"
+                             " flip") if augmentation else "none",
+            "activation_training": ("sign forward, tanh derivative backward (straight-through)"
+                                    if name.startswith("E") else "n/a"),
+            "weights_kept": f"epoch {best_epoch} (best validation accuracy)",
+            "initialisation": "torch defaults",
+            "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
+            "wall_seconds": round(time.time() - started, 1),
+        },
+        "history": history,
+        "accuracy": {"test_float": round(ort_acc, 5), "test_float_measured_with": "onnxruntime",
+                     "test_torch": round(torch_acc, 5), "validation": round(best_val, 5)},
+        "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": OPSET,
+                 "max_abs_logit_difference_vs_torch": max_diff,
+                 "argmax_agreement_vs_torch": agreement},
+    }
+    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    log(f"{name}: wrote {onnx_path} and {out / f'{name}.json'}")
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dashc.models.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", help=f"zoo model: {', '.join(architectures.NAMES)}")
+    ap.add_argument("--data-dir", help="folder with the data set (default: $DASHC_DATA_DIR)")
+    ap.add_argument("--dataset", choices=data.NAMES,
+                    help="train on another set of the same input shape (default: the model's)")
+    ap.add_argument("--epochs", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True, help="output folder for NAME.onnx and NAME.json")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (peak for onecycle)")
+    ap.add_argument("--schedule", default="constant", choices=("constant", "onecycle", "cosine"))
+    ap.add_argument("--val-size", type=int, default=5000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-augmentation", action="store_true")
+    args = ap.parse_args(argv)
+    data_dir = data.default_data_dir(args.data_dir)
+    try:
+        if data_dir is None:
+            raise UsageError(f"no data: pass --data-dir or set {data.ENV_DATA_DIR}")
+        train(args.name, data_dir, args.epochs, args.seed, args.out, dataset=args.dataset,
+              batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+              val_size=args.val_size, threads=args.threads,
+              augmentation=False if args.no_augmentation else None)
+    except DashcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
