@@ -1,0 +1,229 @@
+"""LabelTensor: the labels of a tensor of wires modulo one prime, and their free operations.
+
+A label modulo ``q`` is a vector of ``n(q)`` digits in ``[0, q)``; a tensor of wires with
+value shape ``(B, *shape)`` has labels ``digits`` of shape ``(B, *shape, n(q))`` (int64, any
+torch device).  Every operation here is linear over ``Z_q``, so it maps zero labels to zero
+labels and active labels to active labels alike (``W0 + x*delta`` stays of that form).
+
+Linear maps with public integer weights (dense, conv2d, sumpool) fold the digit axis into the
+batch and run one float matmul/convolution, then reduce mod ``q``.  Exactness: weights are
+replaced by their centred representatives mod ``q`` and the float type is chosen from the
+bound ``fan_in * (q - 1) * max|w|`` on any partial sum (float32 below 2^24, float64 below
+2^53); when even float64 is not exact the reduction axis is split into exact pieces, each
+reduced mod ``q`` before summing.  TF32 is switched off on CUDA for these calls.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dashc import crt
+
+FLOAT32_EXACT = 1 << 24
+FLOAT64_EXACT = 1 << 53
+
+_PRIME_CHECKED: set[int] = set()
+
+
+def check_modulus(q: int) -> int:
+    """Refuse composite moduli (a multiple of delta by a zero divisor is guessable)."""
+    q = int(q)
+    if q not in _PRIME_CHECKED:
+        if not crt.is_prime(q):
+            raise ValueError(f"wire modulus {q} is not prime: a composite label modulus lets "
+                             f"the evaluator guess c*delta for a zero divisor c")
+        _PRIME_CHECKED.add(q)
+    return q
+
+
+def centred(w: np.ndarray | torch.Tensor, q: int):
+    """Representatives of ``w mod q`` in ``(-q/2, q/2]``."""
+    r = w % q
+    return r - q * (r > q // 2)
+
+
+@contextlib.contextmanager
+def _no_tf32():
+    old_mm = torch.backends.cuda.matmul.allow_tf32
+    old_cudnn = torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old_mm
+        torch.backends.cudnn.allow_tf32 = old_cudnn
+
+
+def exact_float_plan(fan_in: int, q: int, wmax: int) -> tuple[torch.dtype, int]:
+    """Float type and the largest reduction length whose partial sums stay exact."""
+    per_term = max(1, (q - 1) * max(1, wmax))
+    if fan_in * per_term < FLOAT32_EXACT:
+        return torch.float32, fan_in
+    if fan_in * per_term < FLOAT64_EXACT:
+        return torch.float64, fan_in
+    return torch.float64, max(1, (FLOAT64_EXACT - 1) // per_term)
+
+
+def _weight_tensor(weight, q: int, device) -> tuple[torch.Tensor, int]:
+    w = centred(np.asarray(weight, dtype=np.int64), q)
+    return torch.from_numpy(np.ascontiguousarray(w)).to(device), int(np.abs(w).max(initial=0))
+
+
+class LabelTensor:
+    """Labels modulo prime ``q``: ``digits`` of shape ``(B, *shape, n(q))``."""
+
+    __slots__ = ("digits", "q")
+
+    def __init__(self, digits: torch.Tensor, q: int):
+        check_modulus(q)
+        n = crt.label_length(q)
+        if digits.shape[-1] != n:
+            raise ValueError(f"labels mod {q} need {n} digits, got {digits.shape[-1]}")
+        self.digits = digits
+        self.q = q
+
+    # -- description ---------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Value shape (batch axis included, digit axis excluded)."""
+        return tuple(self.digits.shape[:-1])
+
+    @property
+    def n(self) -> int:
+        return self.digits.shape[-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.digits.device
+
+    @property
+    def batch(self) -> int:
+        return self.digits.shape[0]
+
+    def colour(self) -> torch.Tensor:
+        """Point-and-permute colour (digit 0), shape ``self.shape``."""
+        return self.digits[..., 0]
+
+    def flat(self) -> torch.Tensor:
+        """``(B * elements, n)`` view of the digits."""
+        return self.digits.reshape(-1, self.n)
+
+    def __repr__(self) -> str:
+        return f"LabelTensor(q={self.q}, shape={self.shape}, device={self.device})"
+
+    def _new(self, digits: torch.Tensor) -> "LabelTensor":
+        return LabelTensor(digits, self.q)
+
+    def _check(self, other: "LabelTensor") -> None:
+        if other.q != self.q:
+            raise ValueError(f"moduli differ: {self.q} and {other.q}")
+
+    # -- ring operations ------------------------------------------------------------------
+    def add(self, other: "LabelTensor") -> "LabelTensor":
+        self._check(other)
+        return self._new((self.digits + other.digits) % self.q)
+
+    def sub(self, other: "LabelTensor") -> "LabelTensor":
+        self._check(other)
+        return self._new((self.digits - other.digits) % self.q)
+
+    def neg(self) -> "LabelTensor":
+        return self._new((-self.digits) % self.q)
+
+    def cmul(self, c: int | torch.Tensor) -> "LabelTensor":
+        """Multiply by a public integer (or an integer tensor broadcast over value shape)."""
+        if isinstance(c, torch.Tensor):
+            c = (c.to(self.device, torch.int64) % self.q).unsqueeze(-1)
+        else:
+            c = int(c) % self.q
+        return self._new((self.digits * c) % self.q)
+
+    def add_scaled(self, delta: torch.Tensor, c) -> "LabelTensor":
+        """``self + c * delta`` with ``delta`` of shape ``(B, n)`` and ``c`` an int or an
+        integer tensor/array broadcast against the value shape (garbler only)."""
+        c = torch.as_tensor(np.asarray(c) if not isinstance(c, torch.Tensor) else c)
+        c = (c.to(self.device, torch.int64) % self.q)
+        c = c.expand(self.shape) if c.dim() <= len(self.shape) else c
+        d = delta.reshape(self.batch, *([1] * (len(self.shape) - 1)), self.n)
+        return self._new((self.digits + c.unsqueeze(-1) * d) % self.q)
+
+    # -- shape operations ----------------------------------------------------------------
+    def reshape(self, shape: tuple[int, ...]) -> "LabelTensor":
+        """New value shape, batch axis included."""
+        return self._new(self.digits.reshape(*shape, self.n))
+
+    def take(self, index: np.ndarray | torch.Tensor) -> "LabelTensor":
+        """``out[b, *i] = self.flatten(1)[b, index[*i]]``."""
+        idx = torch.as_tensor(np.asarray(index, dtype=np.int64)).to(self.device)
+        flat = self.digits.reshape(self.batch, -1, self.n)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= flat.shape[1]):
+            raise IndexError(f"take index out of range for {flat.shape[1]} elements")
+        out = flat.index_select(1, idx.reshape(-1))
+        return self._new(out.reshape(self.batch, *idx.shape, self.n))
+
+    # -- linear maps with public integer weights -----------------------------------------
+    def dense(self, weight) -> "LabelTensor":
+        """``(B, in) -> (B, out)``: ``y = x @ weight.T`` with ``weight [out, in]``."""
+        B, fan_in = self.shape
+        w, wmax = _weight_tensor(weight, self.q, self.device)
+        if w.shape[1] != fan_in:
+            raise ValueError(f"dense weight {tuple(w.shape)} does not match input {fan_in}")
+        dtype, step = exact_float_plan(fan_in, self.q, wmax)
+        x = self.digits.transpose(1, 2).reshape(B * self.n, fan_in)
+        acc = None
+        with _no_tf32():
+            for s in range(0, fan_in, step):
+                part = (x[:, s:s + step].to(dtype) @ w[:, s:s + step].T.to(dtype))
+                part = part.to(torch.int64) % self.q
+                acc = part if acc is None else (acc + part) % self.q
+        out = acc.reshape(B, self.n, -1).transpose(1, 2).contiguous()
+        return self._new(out)
+
+    def _fold(self) -> torch.Tensor:
+        """``(B, C, H, W, n) -> (B * n, C, H, W)``."""
+        B, C, H, W = self.shape
+        return self.digits.permute(0, 4, 1, 2, 3).reshape(B * self.n, C, H, W)
+
+    def _unfold(self, y: torch.Tensor) -> "LabelTensor":
+        _, O, H, W = y.shape
+        return self._new(y.reshape(self.batch, self.n, O, H, W).permute(0, 2, 3, 4, 1)
+                         .contiguous())
+
+    def conv2d(self, weight, stride=(1, 1), pads=(0, 0, 0, 0)) -> "LabelTensor":
+        """``(B, C, H, W) -> (B, O, H', W')``, weight ``[O, C, kh, kw]``, zero padding
+        ``pads = (top, left, bottom, right)``."""
+        if len(self.shape) != 4:
+            raise ValueError(f"conv2d needs (B, C, H, W) values, got {self.shape}")
+        w, wmax = _weight_tensor(weight, self.q, self.device)
+        O, C, kh, kw = w.shape
+        if C != self.shape[1]:
+            raise ValueError(f"conv weight has {C} input channels, input has {self.shape[1]}")
+        top, left, bottom, right = (int(p) for p in pads)
+        x = F.pad(self._fold(), (left, right, top, bottom))
+        dtype, step = exact_float_plan(C * kh * kw, self.q, wmax)
+        cstep = max(1, step // (kh * kw))
+        if cstep * kh * kw > step and step < C * kh * kw:
+            raise ValueError("conv kernel window too large for exact float arithmetic")
+        acc = None
+        with _no_tf32():
+            for s in range(0, C, cstep):
+                part = F.conv2d(x[:, s:s + cstep].to(dtype), w[:, s:s + cstep].to(dtype),
+                                stride=tuple(int(v) for v in stride))
+                part = part.to(torch.int64) % self.q
+                acc = part if acc is None else (acc + part) % self.q
+        return self._unfold(acc)
+
+    def sumpool(self, kernel, stride, pads=(0, 0, 0, 0)) -> "LabelTensor":
+        """Window sums over the two last value axes (integer arithmetic, exact)."""
+        if len(self.shape) != 4:
+            raise ValueError(f"sumpool needs (B, C, H, W) values, got {self.shape}")
+        kh, kw = (int(k) for k in kernel)
+        sh, sw = (int(s) for s in stride)
+        top, left, bottom, right = (int(p) for p in pads)
+        x = F.pad(self.digits, (0, 0, left, right, top, bottom))  # (B, C, H, W, n)
+        win = x.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C, H', W', n, kh, kw)
+        return self._new(win.sum(dim=(-1, -2)) % self.q)
