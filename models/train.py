@@ -100,6 +100,17 @@ def run_onnx(path: Path, x: np.ndarray, threads: int, batch: int = 1000) -> np.n
                            for i in range(0, len(x), batch)])
 
 
+def sample_check(onnx_path: Path, dataset: str, threads: int = 2) -> dict | None:
+    """Accuracy through onnxruntime on the shipped test sample of ``dataset`` (if one ships)."""
+    path = data.sample_path(dataset)
+    if not path.is_file():
+        return None
+    x, y = data.read_npz(path)
+    acc = float((run_onnx(onnx_path, x, threads).argmax(1) == y).mean())
+    return {"file": f"samples/{path.name}", "sha256": sha256_file(path), "images": len(y),
+            "accuracy": round(acc, 5)}
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -234,7 +245,8 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
         },
         "history": history,
         "accuracy": {"test_float": round(ort_acc, 5), "test_float_measured_with": "onnxruntime",
-                     "test_torch": round(torch_acc, 5), "validation": round(best_val, 5)},
+                     "test_torch": round(torch_acc, 5), "validation": round(best_val, 5),
+                     "shipped_sample": sample_check(onnx_path, dataset, threads)},
         "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": OPSET,
                  "max_abs_logit_difference_vs_torch": max_diff,
                  "argmax_agreement_vs_torch": agreement},
