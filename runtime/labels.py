@@ -227,3 +227,35 @@ class LabelTensor:
         x = F.pad(self.digits, (0, 0, left, right, top, bottom))  # (B, C, H, W, n)
         win = x.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C, H', W', n, kh, kw)
         return self._new(win.sum(dim=(-1, -2)) % self.q)
+
+
+class LabelOps:
+    """The free operations of the Backend protocol on LabelTensors, shared by the garbler
+    (on zero labels) and the evaluator (on active labels): both apply the same linear map."""
+
+    def add(self, a: LabelTensor, b: LabelTensor) -> LabelTensor:
+        return a.add(b)
+
+    def sub(self, a: LabelTensor, b: LabelTensor) -> LabelTensor:
+        return a.sub(b)
+
+    def neg(self, a: LabelTensor) -> LabelTensor:
+        return a.neg()
+
+    def cmul(self, a: LabelTensor, c: int) -> LabelTensor:
+        return a.cmul(int(c))
+
+    def dense(self, a: LabelTensor, weight) -> LabelTensor:
+        return a.dense(weight)
+
+    def conv2d(self, a: LabelTensor, weight, stride, pads) -> LabelTensor:
+        return a.conv2d(weight, stride, pads)
+
+    def sumpool(self, a: LabelTensor, kernel, stride, pads) -> LabelTensor:
+        return a.sumpool(kernel, stride, pads)
+
+    def reshape(self, a: LabelTensor, shape) -> LabelTensor:
+        return a.reshape(tuple(shape))
+
+    def take(self, a: LabelTensor, index) -> LabelTensor:
+        return a.take(index)

@@ -1,0 +1,248 @@
+"""The garbled-table stream: one record per gate, in gate order.
+
+The garbler appends a record per gate call (its gate id, the ciphertext count and the digit
+arrays with their modulus); the evaluator reads the records back in the same order and checks
+that each one is the gate it expects.  Digits are stored compactly: ``uint8`` for moduli
+below 256, ``uint16`` below 65536, ``uint32`` otherwise.
+
+Containers:
+
+* :class:`MemoryTables`: a list of records (sink and source at once), convertible to and from
+  bytes; for tests and in-process pipelines.
+* :class:`TableWriter` / :class:`TableReader`: the same stream on a file, written record by
+  record (a big model streams layer by layer) and read back lazily.
+
+Byte format (little-endian)::
+
+    magic  b"DASHCGT1"
+    record*:  u64 gate_id, u64 ciphertexts, u16 n_arrays,
+              n_arrays x (u32 modulus, u8 dtype code, u8 ndim, ndim x u64 dim, digits)
+    trailer:  u64 0xFFFF_FFFF_FFFF_FFFF, 32-byte SHA-256 of every byte before the trailer
+
+A reader raises :class:`dashc.errors.IntegrityError` on a bad magic, a truncated stream, a
+checksum mismatch, or a record that is not the gate the evaluator asks for.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from dashc.errors import IntegrityError
+
+MAGIC = b"DASHCGT1"
+TRAILER = 0xFFFF_FFFF_FFFF_FFFF
+_DTYPES = {1: np.uint8, 2: np.uint16, 3: np.uint32}
+_HEAD = struct.Struct("<QQH")
+_ARRAY = struct.Struct("<IBB")
+
+
+def digit_dtype(q: int) -> tuple[int, type]:
+    if q <= 1 << 8:
+        return 1, np.uint8
+    if q <= 1 << 16:
+        return 2, np.uint16
+    return 3, np.uint32
+
+
+def digit_bytes(q: int) -> int:
+    """Bytes per stored digit modulo ``q``."""
+    return np.dtype(digit_dtype(q)[1]).itemsize
+
+
+@dataclass
+class Record:
+    gate_id: int
+    ciphertexts: int
+    arrays: list[tuple[int, np.ndarray]]  # (modulus, digits)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for _, a in self.arrays)
+
+
+def make_record(gate_id: int, ciphertexts: int,
+                arrays: list[tuple[int, torch.Tensor]]) -> Record:
+    out = []
+    for q, t in arrays:
+        _, dt = digit_dtype(q)
+        out.append((q, t.detach().to("cpu", torch.int64).numpy().astype(dt)))
+    return Record(gate_id, ciphertexts, out)
+
+
+def _encode(rec: Record) -> bytes:
+    parts = [_HEAD.pack(rec.gate_id, rec.ciphertexts, len(rec.arrays))]
+    for q, a in rec.arrays:
+        code, dt = digit_dtype(q)
+        parts.append(_ARRAY.pack(q, code, a.ndim))
+        parts.append(struct.pack(f"<{a.ndim}Q", *a.shape))
+        parts.append(np.ascontiguousarray(a, dtype=np.dtype(dt).newbyteorder("<")).tobytes())
+    return b"".join(parts)
+
+
+class TableStats:
+    """Counts of gates, ciphertexts and table bytes seen so far."""
+
+    def __init__(self):
+        self.gates = 0
+        self.ciphertexts = 0
+        self.bytes = 0
+
+    def add(self, rec: Record) -> None:
+        self.gates += 1
+        self.ciphertexts += rec.ciphertexts
+        self.bytes += rec.nbytes
+
+    def as_dict(self) -> dict[str, int]:
+        return {"gates": self.gates, "ciphertexts": self.ciphertexts, "bytes": self.bytes}
+
+
+def _check(rec: Record | None, gate_id: int, narrays: int) -> Record:
+    if rec is None:
+        raise IntegrityError(f"garbled tables end before gate {gate_id}")
+    if rec.gate_id != gate_id or len(rec.arrays) != narrays:
+        raise IntegrityError(f"garbled tables out of order: expected gate {gate_id} with "
+                             f"{narrays} arrays, found gate {rec.gate_id} with "
+                             f"{len(rec.arrays)}")
+    return rec
+
+
+class MemoryTables:
+    """In-memory table stream: the garbler appends, the evaluator reads in order."""
+
+    def __init__(self, records: list[Record] | None = None):
+        self.records: list[Record] = list(records or [])
+        self.stats = TableStats()
+        for rec in self.records:
+            self.stats.add(rec)
+        self._pos = 0
+
+    def append(self, rec: Record) -> None:
+        self.records.append(rec)
+        self.stats.add(rec)
+
+    def read(self, gate_id: int, narrays: int) -> Record:
+        rec = self.records[self._pos] if self._pos < len(self.records) else None
+        self._pos += 1
+        return _check(rec, gate_id, narrays)
+
+    def rewind(self) -> None:
+        self._pos = 0
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        writer = TableWriter(buf)
+        for rec in self.records:
+            writer.append(rec)
+        writer.close()
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "MemoryTables":
+        return cls(list(TableReader(io.BytesIO(data)).records()))
+
+
+class TableWriter:
+    """Streams records to a file (path or binary file object) as they are appended."""
+
+    def __init__(self, target: str | Path | BinaryIO):
+        self._own = not hasattr(target, "write")
+        self._f = open(target, "wb") if self._own else target
+        self._sha = hashlib.sha256()
+        self.stats = TableStats()
+        self._write(MAGIC)
+
+    def _write(self, data: bytes) -> None:
+        self._sha.update(data)
+        self._f.write(data)
+
+    def append(self, rec: Record) -> None:
+        self._write(_encode(rec))
+        self.stats.add(rec)
+
+    def close(self) -> None:
+        if self._f is None:
+            return
+        self._f.write(struct.pack("<Q", TRAILER) + self._sha.digest())
+        self._f.flush()
+        if self._own:
+            self._f.close()
+        self._f = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class TableReader:
+    """Reads a table stream lazily, record by record, verifying the trailer checksum."""
+
+    def __init__(self, source: str | Path | BinaryIO):
+        self._own = not hasattr(source, "read")
+        self._f = open(source, "rb") if self._own else source
+        self._name = str(source) if self._own else "table stream"
+        self._sha = hashlib.sha256()
+        self.stats = TableStats()
+        self._done = False
+        if self._take(len(MAGIC)) != MAGIC:
+            raise IntegrityError(f"{self._name}: not a garbled-table stream (bad magic)")
+
+    def _take(self, n: int, hashed: bool = True) -> bytes:
+        data = self._f.read(n)
+        if len(data) != n:
+            raise IntegrityError(f"{self._name}: truncated garbled-table stream")
+        if hashed:
+            self._sha.update(data)
+        return data
+
+    def _next(self) -> Record | None:
+        if self._done:
+            return None
+        head = self._f.read(8)
+        if len(head) != 8:
+            raise IntegrityError(f"{self._name}: truncated garbled-table stream")
+        (gate_id,) = struct.unpack("<Q", head)
+        if gate_id == TRAILER:
+            if self._take(32, hashed=False) != self._sha.digest():
+                raise IntegrityError(f"{self._name}: garbled-table checksum mismatch")
+            self._done = True
+            if self._own:
+                self._f.close()
+            return None
+        self._sha.update(head)
+        ciphertexts, narrays = struct.unpack("<QH", self._take(10))
+        arrays = []
+        for _ in range(narrays):
+            q, code, ndim = _ARRAY.unpack(self._take(_ARRAY.size))
+            if code not in _DTYPES:
+                raise IntegrityError(f"{self._name}: unknown digit type {code}")
+            shape = struct.unpack(f"<{ndim}Q", self._take(8 * ndim))
+            dt = np.dtype(_DTYPES[code]).newbyteorder("<")
+            count = int(np.prod(shape, dtype=np.int64))
+            a = np.frombuffer(self._take(count * dt.itemsize), dtype=dt).reshape(shape)
+            if a.size and int(a.max()) >= q:
+                raise IntegrityError(f"{self._name}: digit out of range for modulus {q}")
+            arrays.append((q, a.astype(_DTYPES[code])))
+        rec = Record(gate_id, ciphertexts, arrays)
+        self.stats.add(rec)
+        return rec
+
+    def records(self):
+        while (rec := self._next()) is not None:
+            yield rec
+
+    def read(self, gate_id: int, narrays: int) -> Record:
+        return _check(self._next(), gate_id, narrays)
+
+    def finish(self) -> None:
+        """Consume the trailer and verify the checksum (raises if records are left)."""
+        if self._next() is not None:
+            raise IntegrityError(f"{self._name}: unread garbled tables left in the stream")
