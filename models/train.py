@@ -18,6 +18,7 @@ import math
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +85,11 @@ def predict(model: nn.Module, dataset: str, x_raw: torch.Tensor, batch: int = 10
 def export_onnx(model: nn.Module, shape: tuple[int, ...], path: Path) -> None:
     model.eval()
     dummy = torch.zeros((1, *shape), dtype=torch.float32)
-    torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    with warnings.catch_warnings():       # the TorchScript exporter is deprecated, not broken
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
 
 
 def run_onnx(path: Path, x: np.ndarray, threads: int, batch: int = 1000) -> np.ndarray:
