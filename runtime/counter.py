@@ -10,10 +10,12 @@ CountingBackend; :func:`gadget_cost` does the same for one gadget on one element
 compiler uses both for ``dashc inspect`` and to choose a CRT base by cost.
 
 Rows per gate come from :func:`gate_rows` unless the inner backend has its own
-``gate_rows(kind, p, q)``: projection ``p -> q`` ``p - 1`` rows (garbled row reduction);
-generalized half gate mod ``p`` ``2(p - 1)``; mixed-modulus half gate (``x mod p`` times
-``y mod q``) ``p + q - 1`` (two half gates and one extra ciphertext for the colour of ``y``
-in modulus ``p``).
+``gate_rows(kind, p, q)``; they follow the constructions in :mod:`dashc.runtime.gates`:
+projection ``p -> q`` ``p - 1`` rows (garbled row reduction); mixed-modulus half gate
+(``x mod p`` times ``y mod q``) ``(p - 1) + (q - 1)`` rows (garbler half and evaluator half;
+the ``q`` single masked digits it also sends are not counted as ciphertexts); the
+generalized half gate is its case ``q = p``, ``2(p - 1)``.  The garbled test suite checks
+these counts against the ciphertexts the garbler actually writes.
 """
 from __future__ import annotations
 
@@ -38,10 +40,8 @@ def gate_rows(kind: str, p: int, q: int) -> int:
     (the output modulus for ``proj``, the other factor's modulus for the half gates)."""
     if kind == "proj":
         return p - 1
-    if kind == "mul":
-        return 2 * (p - 1)
-    if kind == "mixed_mul":
-        return 2 * (p - 1) if p == q else p + q - 1
+    if kind in ("mul", "mixed_mul"):
+        return (p - 1) + (q - 1)
     raise ValueError(f"unknown gate kind {kind!r}")
 
 
