@@ -24,23 +24,15 @@ def _xtime(b: int) -> int:
     return (b ^ 0x11B) if b & 0x100 else b
 
 
-def _gmul(a: int, b: int) -> int:
-    out = 0
-    while b:
-        if b & 1:
-            out ^= a
-        a = _xtime(a)
-        b >>= 1
-    return out
-
-
 def _make_sbox() -> list[int]:
+    # inverses in GF(2^8) from powers of the generator 3 (3*b = xtime(b) ^ b)
+    exp, x = [], 1
+    for _ in range(255):
+        exp.append(x)
+        x = _xtime(x) ^ x
     inv = [0] * 256
-    for a in range(1, 256):
-        for b in range(1, 256):
-            if _gmul(a, b) == 1:
-                inv[a] = b
-                break
+    for i, e in enumerate(exp):
+        inv[e] = exp[(255 - i) % 255]
     sbox = []
     for a in range(256):
         x = inv[a]
