@@ -63,10 +63,10 @@ def zoo_path(name: str) -> Path:
     except ImportError:
         raise UsageError(f"model {name!r} is not a file and the model zoo is not "
                          "installed") from None
-    try:
-        return Path(zoo.get(name) if hasattr(zoo, "get") else zoo.path(name))
-    except KeyError:
-        raise UsageError(f"model {name!r} is neither an .onnx file nor a zoo name") from None
+    if not zoo.is_zoo_name(name):
+        raise UsageError(f"model {name!r} is neither an .onnx file nor a zoo name "
+                         f"({', '.join(zoo.NAMES)})")
+    return Path(zoo.get(name))
 
 
 def calibrate(imported: Imported, x: np.ndarray, cfg: Config, progress: Progress = _stderr):

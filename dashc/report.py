@@ -36,27 +36,28 @@ def _ciphertexts(plan: Plan, node, cost) -> int:
     return elements * cost(name, plan.moduli, **attrs)
 
 
-def _counter_rows(plan: Plan) -> dict[str, dict] | None:
+def _predicted(plan: Plan) -> dict[str, Any] | None:
+    """Per-node costs from ``dashc.runtime.counter.predict`` (None where it is missing)."""
     try:
         from .runtime.counter import predict
     except ImportError:
         return None
-    try:
-        result = predict(plan)
-    except Exception:  # the counter's own model may not cover every op yet
-        return None
-    per_node = getattr(result, "per_node", None) or (result.get("per_node")
-                                                     if isinstance(result, dict) else None)
-    return per_node
+    return {n.name: n for n in predict(plan).nodes}
 
 
 def layer_rows(plan: Plan) -> list[dict[str, Any]]:
     cost, _ = quantize.gadget_cost_fn()
     digits = quantize.label_digits(plan.moduli)
+    predicted = _predicted(plan)
     seen = plan.meta.get("seen", {})
     rows = []
     for node in plan.nodes:
-        ct = _ciphertexts(plan, node, cost)
+        if predicted is not None:
+            p = predicted[node.name]
+            ct, macs = p.ciphertexts, p.label_macs
+        else:
+            ct = _ciphertexts(plan, node, cost)
+            macs = _macs(plan, node) * digits if node.op in FREE_OPS else 0
         rng = seen.get(node.name)
         rows.append({
             "node": node.name, "op": node.op.value, "shape": list(node.shape),
@@ -64,13 +65,12 @@ def layer_rows(plan: Plan) -> list[dict[str, Any]]:
             "bits": int(node.bound).bit_length() + 1,
             "seen": [round(rng[0], 3), round(rng[1], 3)] if rng else None,
             "divisor": int(node.attr("divisor")) if node.op is Op.RESCALE else None,
-            "ciphertexts": int(ct), "bytes": int(ct) * 16,
-            "label_digits": _macs(plan, node) * digits if node.op in FREE_OPS else 0,
+            "ciphertexts": int(ct), "bytes": int(ct) * 16, "label_digits": int(macs),
         })
     return rows
 
 
-def plan_cost(plan: Plan, digit_weight: float = 0.01) -> dict[str, Any]:
+def plan_cost(plan: Plan, digit_weight: float = 0.02) -> dict[str, Any]:
     rows = layer_rows(plan)
     ct = sum(r["ciphertexts"] for r in rows)
     digits = sum(r["label_digits"] for r in rows)
@@ -81,7 +81,7 @@ def plan_cost(plan: Plan, digit_weight: float = 0.01) -> dict[str, Any]:
 def summary(plan: Plan) -> dict[str, Any]:
     rows = layer_rows(plan)
     _, cost_model = quantize.gadget_cost_fn()
-    totals = plan_cost(plan, plan.meta.get("config", {}).get("digit_weight", 0.01))
+    totals = plan_cost(plan, plan.meta.get("config", {}).get("digit_weight", 0.02))
     return {
         "moduli": list(plan.moduli), "M_bits": round(math.log2(plan.M), 2),
         "label_digits_per_value": quantize.label_digits(plan.moduli),

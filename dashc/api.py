@@ -1,0 +1,137 @@
+"""The Python API: one function per CLI command, same names and arguments.
+
+``compile_model(model, calib, output=None, ...)`` -> Plan, ``inspect_plan(plan)`` -> dict,
+``simulate(plan, data, limit=None, ...)`` -> dict.  ``model`` is an ``.onnx`` path, ONNX
+bytes, a zoo name or a ``torch.nn.Module`` (with ``input_shape``); ``calib`` / ``data`` an
+``.npz`` path, a built-in data set name, an array ``x`` or a pair ``(x, y)``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import compiler, planfile, report
+from .errors import DataError
+from .ir import Plan
+from .quantize import Config
+
+Progress = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def load_data(data, data_dir=None, split: str = "test", limit: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(x, y)`` from an ``.npz`` path, a built-in name, an array or an ``(x, y)`` pair."""
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = np.asarray(data[0]), (None if data[1] is None else np.asarray(data[1]))
+    elif isinstance(data, np.ndarray):
+        x, y = data, None
+    else:
+        from .calibration import load_data as read
+        x, y = read(data, data_dir=data_dir, split=split, limit=limit)
+    if limit is not None:
+        x, y = x[:limit], (None if y is None else y[:limit])
+    if len(x) == 0:
+        raise DataError("the data set is empty")
+    return x, y
+
+
+def _calibration_data(calib, data_dir, limit):
+    """Built-in names calibrate on the training split when a data directory has it."""
+    from .models import data as zoo_data
+
+    if isinstance(calib, str) and calib in zoo_data.NAMES \
+            and zoo_data.default_data_dir(data_dir) is not None:
+        return load_data(calib, data_dir, split="train", limit=limit)
+    return load_data(calib, data_dir, limit=None)
+
+
+def _plan(plan) -> Plan:
+    return plan if isinstance(plan, Plan) else planfile.load(plan)
+
+
+def compile_model(model, calib, output=None, *, strategy: str = "dash",
+                  weight_bits: int = 8, act_bits: int = 8, input_bits: int = 8,
+                  moduli=None, scale_prime: int = 31, bound: str = "auto",
+                  margin: float = 2.0, calib_method: str = "minmax", calib_size: int = 512,
+                  seed: int = 0, max_drop: float = 0.5, input_shape=None, opset: int = 18,
+                  dynamo: bool = False, data_dir=None, ranges_out=None,
+                  progress: Progress | None = _stderr) -> Plan:
+    """Import, calibrate, quantize and lower ``model``; save the plan to ``output`` if given."""
+    progress = progress or _quiet
+    cfg = Config(strategy=strategy, weight_bits=weight_bits, act_bits=act_bits,
+                 input_bits=input_bits, moduli=tuple(moduli) if moduli else None,
+                 scale_prime=scale_prime, bound=bound, margin=margin,
+                 calib_method=calib_method, calib_size=calib_size, seed=seed,
+                 max_drop=max_drop)
+    from .quantize import check_config
+    check_config(cfg)
+    progress(f"importing {model if isinstance(model, (str, Path)) else type(model).__name__}")
+    imported = compiler.load_model(model, input_shape=input_shape, opset=opset, dynamo=dynamo)
+    x, y = _calibration_data(calib, data_dir, None)
+    ranges, calib_x = compiler.calibrate(imported, x, cfg, progress)
+    if ranges_out is not None:
+        ranges.save(ranges_out)
+    sel = None
+    if y is not None and len(y) == len(x):
+        rng = np.random.default_rng(cfg.seed)
+        sel = np.sort(rng.choice(len(x), cfg.calib_size, replace=False)) \
+            if len(x) > cfg.calib_size else np.arange(len(x))
+    plan = compiler.compile_graph(imported, calib_x, cfg,
+                                  calib_y=None if sel is None else y[sel], ranges=ranges,
+                                  progress=progress)
+    progress(f"plan: {len(plan.nodes)} nodes, moduli {plan.moduli}, {plan.meta['bounds']} "
+             "bounds")
+    if output is not None:
+        planfile.save(plan, output)
+        progress(f"wrote {output}")
+    return plan
+
+
+def inspect_plan(plan) -> dict:
+    """Per-layer shapes, ranges, bits, rescales and predicted costs, plus totals."""
+    return report.summary(_plan(plan))
+
+
+def simulate(plan, data, limit: int | None = None, *, data_dir=None, batch: int = 128,
+             progress: Progress | None = _stderr) -> dict:
+    """Exact integer simulation against the float model on ``data``."""
+    progress = progress or _quiet
+    plan = _plan(plan)
+    x, y = load_data(data, data_dir, limit=limit)
+    from .calibration import check_input
+    x = check_input(x, plan.input_node.shape, "data")
+    progress(f"simulating {len(x)} samples")
+    float_pred = compiler.float_logits(plan.float_model, x).argmax(1)
+    counts: dict[str, int] = {}
+    sim_pred, samples = [], 0
+    for i in range(0, len(x), batch):
+        logits, reps = compiler.simulate_logits(plan, x[i:i + batch], batch)
+        sim_pred.append(logits.argmax(1))
+        for rep in reps:
+            samples += rep.n_samples
+            for name, c in rep.counts.items():
+                counts[name] = counts.get(name, 0) + c
+        progress(f"  {min(i + batch, len(x))}/{len(x)}")
+    sim = np.concatenate(sim_pred)
+    out = {
+        "n": int(len(x)),
+        "float_accuracy": None if y is None else float((float_pred == y).mean()),
+        "simulated_accuracy": None if y is None else float((sim == y).mean()),
+        "agreement": float((sim == float_pred).mean()),
+        "overflow_count": int(sum(counts.values())),
+        "overflow_samples": int(samples),
+        "overflow": {k: v for k, v in counts.items() if v},
+        "moduli": list(plan.moduli),
+    }
+    return out

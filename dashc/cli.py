@@ -1,0 +1,155 @@
+"""The ``dashc`` command line: parse arguments, call one :mod:`dashc.api` function, report.
+
+Every command prints progress on stderr, can write a JSON report (``--json PATH``), and maps
+:class:`~dashc.errors.DashcError` to ``error: <message>`` on one line and its exit code.
+New commands register with ``@main.command()`` and ``@handles_errors``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import api
+from .errors import DashcError
+
+DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), envvar="DASHC_DATA_DIR",
+                        default=None, help="Where built-in data sets live "
+                        "(default: $DASHC_DATA_DIR, else the shipped samples).")
+JSON_OUT = click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                        help="Write a machine-readable report to this file.")
+
+
+def progress(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def handles_errors(fn):
+    """Map user errors to one line on stderr and their exit code; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DashcError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # a bug: still one line unless asked for details
+            if os.environ.get("DASHC_DEBUG"):
+                raise
+            click.echo(f"error: internal error: {type(e).__name__}: {e} "
+                       "(set DASHC_DEBUG=1 for a traceback)", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def write_json(path, payload) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=1, default=str) + "\n")
+        progress(f"wrote {path}")
+
+
+def _moduli(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter("expected comma-separated integers, e.g. 31,167,173") \
+            from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dashc")
+def main():
+    """dashc: private CNN inference with arithmetic garbled circuits."""
+
+
+@main.command("compile")
+@click.argument("model")
+@click.option("--calib", required=True, help="Calibration data: .npz or built-in name.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Plan file to write.")
+@click.option("--strategy", type=click.Choice(["dash", "redash", "auto"]), default="dash",
+              show_default=True, help="Rescaling strategy and CRT base choice.")
+@click.option("--bits", "weight_bits", type=int, default=8, show_default=True,
+              help="Weight bits (signed).")
+@click.option("--act-bits", type=int, default=8, show_default=True,
+              help="Activation bits kept after each rescale.")
+@click.option("--input-bits", type=int, default=8, show_default=True, help="Input bits.")
+@click.option("--moduli", callback=_moduli, default=None,
+              help="Explicit CRT base (comma-separated primes).")
+@click.option("--scale-prime", type=int, default=31, show_default=True,
+              help="Scaling prime of the redash strategy.")
+@click.option("--bound", type=click.Choice(["auto", "worst", "calibrated"]), default="auto",
+              show_default=True, help="Worst-case or calibrated value bounds.")
+@click.option("--margin", type=float, default=2.0, show_default=True,
+              help="Safety factor on calibrated ranges.")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]),
+              default="minmax", show_default=True)
+@click.option("--calib-size", type=int, default=512, show_default=True,
+              help="Calibration samples used.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ranges", "ranges_out", type=click.Path(dir_okay=False), default=None,
+              help="Also save the calibrated ranges as JSON.")
+@DATA_DIR
+@JSON_OUT
+@handles_errors
+def compile_cmd(model, calib, output, strategy, weight_bits, act_bits, input_bits, moduli,
+                scale_prime, bound, margin, calib_method, calib_size, seed, ranges_out,
+                data_dir, json_path):
+    """Compile MODEL (.onnx file or zoo name) into a verified integer plan."""
+    plan = api.compile_model(model, calib, output, strategy=strategy, weight_bits=weight_bits,
+                             act_bits=act_bits, input_bits=input_bits, moduli=moduli,
+                             scale_prime=scale_prime, bound=bound, margin=margin,
+                             calib_method=calib_method, calib_size=calib_size, seed=seed,
+                             data_dir=data_dir, ranges_out=ranges_out, progress=progress)
+    if json_path:
+        write_json(json_path, {"plan": str(output), **api.inspect_plan(plan)})
+
+
+@main.command("inspect")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@JSON_OUT
+@handles_errors
+def inspect_cmd(plan, json_path):
+    """Per-layer table of PLAN: shapes, ranges, bits, rescales, predicted costs."""
+    from .report import format_table
+
+    info = api.inspect_plan(plan)
+    click.echo(format_table(info))
+    write_json(json_path, info)
+
+
+@main.command("simulate")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, help="Data: .npz or built-in name.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N.")
+@DATA_DIR
+@JSON_OUT
+@handles_errors
+def simulate_cmd(plan, data, limit, data_dir, json_path):
+    """Exact integer simulation of PLAN on DATA, against the float model."""
+    res = api.simulate(plan, data, limit, data_dir=data_dir, progress=progress)
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    click.echo(f"n={res['n']}  float {pct(res['float_accuracy'])}  simulated "
+               f"{pct(res['simulated_accuracy'])}  agreement {pct(res['agreement'])}  "
+               f"overflow {res['overflow_count']}")
+    for name, count in res["overflow"].items():
+        click.echo(f"  overflow at {name}: {count} values")
+    write_json(json_path, res)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
