@@ -38,6 +38,7 @@ from dashc.errors import IntegrityError
 
 MAGIC = b"DASHCGT1"
 TRAILER = 0xFFFF_FFFF_FFFF_FFFF
+MAX_DIGITS = 1 << 40  # per array; larger shapes can only come from a corrupted header
 _DTYPES = {1: np.uint8, 2: np.uint16, 3: np.uint32}
 _HEAD = struct.Struct("<QQH")
 _ARRAY = struct.Struct("<IBB")
@@ -164,6 +165,7 @@ class TableWriter:
 
     def append(self, rec: Record) -> None:
         self._write(_encode(rec))
+        self._f.flush()  # each gate's tables leave memory as soon as they are garbled
         self.stats.add(rec)
 
     def close(self) -> None:
@@ -226,7 +228,11 @@ class TableReader:
                 raise IntegrityError(f"{self._name}: unknown digit type {code}")
             shape = struct.unpack(f"<{ndim}Q", self._take(8 * ndim))
             dt = np.dtype(_DTYPES[code]).newbyteorder("<")
-            count = int(np.prod(shape, dtype=np.int64))
+            count = 1
+            for d in shape:
+                count *= int(d)
+            if count > MAX_DIGITS:
+                raise IntegrityError(f"{self._name}: implausible table shape {shape}")
             a = np.frombuffer(self._take(count * dt.itemsize), dtype=dt).reshape(shape)
             if a.size and int(a.max()) >= q:
                 raise IntegrityError(f"{self._name}: digit out of range for modulus {q}")
