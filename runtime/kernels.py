@@ -39,7 +39,11 @@ def _add_bias(bk, plan: Plan, node: Node, y: CrtTensor, channel_shape: tuple[int
 
 def k_input(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
     """The backend's ``batch`` attribute gives the leading axis."""
-    return bk.input(tuple(plan.moduli), (int(bk.batch), *node.shape))
+    batch = getattr(bk, "batch", None)
+    if batch is None:
+        raise TypeError(f"{type(bk).__name__} does not expose the batch size "
+                        f"(a 'batch' attribute) that INPUT needs")
+    return bk.input(tuple(plan.moduli), (int(batch), *node.shape))
 
 
 def k_dense(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
