@@ -140,6 +140,16 @@ _BUILDERS = {
 }
 
 
+def he_init(model: nn.Module) -> nn.Module:
+    """Re-initialise every conv and linear layer with He (Kaiming) normal weights for ReLU,
+    fan-in mode, and zero biases; keeps the signal scale through deep plain ReLU stacks."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    return model
+
+
 def check_name(name: str) -> str:
     """``name`` itself if it is a zoo architecture, else a :class:`UsageError` listing them."""
     from dashc.errors import UsageError

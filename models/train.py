@@ -32,6 +32,8 @@ from . import architectures, data
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+INITS = {"default": "torch defaults",
+         "he": "He normal (fan-in, ReLU gain) weights, zero biases"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -123,11 +125,14 @@ def log(msg: str) -> None:
 def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Path, *,
           dataset: str | None = None, batch_size: int = 128, lr: float = 1e-3,
           schedule: str = "constant", val_size: int = 5000, threads: int = 2,
-          augmentation: bool | None = None, limit_train: int | None = None) -> dict:
+          augmentation: bool | None = None, init: str = "default",
+          limit_train: int | None = None) -> dict:
     """Train the zoo model ``name``; returns the model card (also written to ``out``)."""
     architectures.check_name(name)
     if epochs < 1:
         raise UsageError(f"epochs must be at least 1, got {epochs}")
+    if init not in INITS:
+        raise UsageError(f"unknown initialisation {init!r}; expected {' or '.join(INITS)}")
     if schedule not in ("constant", "onecycle", "cosine"):
         raise UsageError(f"unknown schedule {schedule!r}; expected constant, onecycle or cosine")
     dataset = dataset or architectures.dataset_of(name)
@@ -158,6 +163,8 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
     log(f"{name}: {len(x_fit)} training, {len(x_val)} validation, {len(x_test)} test images")
 
     model = architectures.build(name)
+    if init == "he":
+        architectures.he_init(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(x_fit) / batch_size)
     if schedule == "onecycle":
@@ -242,7 +249,7 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
             "activation_training": ("sign forward, tanh derivative backward (straight-through)"
                                     if name.startswith("E") else "n/a"),
             "weights_kept": f"epoch {best_epoch} (best validation accuracy)",
-            "initialisation": "torch defaults",
+            "initialisation": INITS[init],
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "wall_seconds": round(time.time() - started, 1),
         },
@@ -275,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-size", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-augmentation", action="store_true")
+    ap.add_argument("--init", default="default", choices=tuple(INITS),
+                    help="weight initialisation (default: torch's)")
     args = ap.parse_args(argv)
     data_dir = data.default_data_dir(args.data_dir)
     try:
@@ -283,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         train(args.name, data_dir, args.epochs, args.seed, args.out, dataset=args.dataset,
               batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
               val_size=args.val_size, threads=args.threads,
-              augmentation=False if args.no_augmentation else None)
+              augmentation=False if args.no_augmentation else None, init=args.init)
     except DashcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -214,3 +214,11 @@ def test_shipped_model_runs_on_sample(name, monkeypatch):
     assert abs(acc - sample["accuracy"]) <= 1 / len(y) + 1e-9
     full = card["accuracy"]["test_float"]
     assert abs(acc - full) <= 4 * math.sqrt(full * (1 - full) / len(y)) + 0.01
+
+
+def test_he_init():
+    torch.manual_seed(0)
+    model = architectures.he_init(architectures.build("F"))
+    conv = model[2]                          # Conv 64->64 3x3: fan-in 576
+    assert torch.count_nonzero(conv.bias) == 0
+    assert float(conv.weight.std()) == pytest.approx(math.sqrt(2 / 576), rel=0.05)
