@@ -148,7 +148,7 @@ def _auto(imported: Imported, ranges, cfg: Config, x: np.ndarray, y: np.ndarray 
     if not tried:
         raise UsageError("no automatic candidate fits below 2**62; lower the bit widths")
     accepted = [t for t in tried if t["accepted"]]
-    best = min(accepted, key=lambda t: t["cost"]) if accepted else \
+    best = min(accepted, key=lambda t: (t["cost"], t["drop_points"])) if accepted else \
         min(tried, key=lambda t: (t["drop_points"], t["cost"]))
     if "_plan" not in best:
         c = cfg.with_(**{k: best[k] for k in ("strategy", "act_bits", "scale_prime")

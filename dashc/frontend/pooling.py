@@ -52,3 +52,30 @@ def global_avgpool(ctx, node):
     c, h, w = _image(ctx, node)
     return [FloatNode(node.output[0], "avgpool", [node.input[0]], (c, 1, 1),
                       attrs={"kernel": (h, w), "stride": (1, 1), "pads": (0, 0, 0, 0)})]
+
+
+def _spatial_mean(ctx, node, axes, keepdims):
+    c, h, w = _image(ctx, node)
+    axes = sorted(int(a) % 4 for a in axes) if axes is not None else None
+    if axes != [2, 3]:
+        raise NotSupported(f"mean over axes {axes} (only the spatial axes 2, 3)")
+    out = [FloatNode(node.output[0] if keepdims else f"{node.output[0]}::pooled", "avgpool",
+                     [node.input[0]], (c, 1, 1),
+                     attrs={"kernel": (h, w), "stride": (1, 1), "pads": (0, 0, 0, 0)})]
+    if not keepdims:
+        out.append(FloatNode(node.output[0], "reshape", [out[0].name], (c,),
+                             attrs={"shape": (c,)}))
+    return out
+
+
+@converter("ReduceMean")
+def reduce_mean(ctx, node, axes=None, keepdims=1):
+    return _spatial_mean(ctx, node, axes, int(keepdims))
+
+
+@converter("ReduceMean", since=18)
+def reduce_mean_18(ctx, node, keepdims=1, noop_with_empty_axes=0):
+    axes = ctx.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    if axes is None:
+        raise NotSupported("axes not given as a constant")
+    return _spatial_mean(ctx, node, axes.reshape(-1).tolist(), int(keepdims))
