@@ -23,6 +23,7 @@ from dashc.runtime.backend import CrtTensor
 #: wire moduli must stay below this so that a product of two residues fits in int64
 MAX_WIRE_MODULUS = 1 << 31
 _EXACT_FLOAT = 1 << 53
+_EXACT_FLOAT32 = 1 << 24
 _LIMB_BITS = 16
 
 
@@ -69,16 +70,21 @@ def _limbs(v: torch.Tensor, q: int) -> list[tuple[int, torch.Tensor]]:
 
 
 def _exact_linear(v: torch.Tensor, q: int, fan_in: int, wmax: int, fn) -> torch.Tensor:
-    """``fn(float64 input) mod q`` computed exactly; ``fn`` is linear with integer weights
-    bounded by ``wmax`` in absolute value and summing ``fan_in`` terms per output."""
-    if fan_in * (q - 1) * max(wmax, 1) < _EXACT_FLOAT:
-        return torch.round(fn(v.double())).long() % q
+    """``fn(float input, dtype) mod q`` computed exactly; ``fn`` is linear with integer
+    weights bounded by ``wmax`` in absolute value and sums ``fan_in`` terms per output.
+    float32 when every partial sum stays below 2**24, float64 below 2**53, else 16-bit
+    limbs of the input in float64."""
+    bound = fan_in * (q - 1) * max(wmax, 1)
+    if bound < _EXACT_FLOAT32 and v.device.type == "cpu":  # no TF32 risk on CPU
+        return torch.round(fn(v.float(), torch.float32)).long() % q
+    if bound < _EXACT_FLOAT:
+        return torch.round(fn(v.double(), torch.float64)).long() % q
     if fan_in * ((1 << _LIMB_BITS) - 1) * max(wmax, 1) >= _EXACT_FLOAT:
         raise ValueError(f"linear map with fan-in {fan_in} and weights up to {wmax} "
                          f"cannot be computed exactly mod {q}")
     acc = None
     for shift, limb in _limbs(v, q):
-        part = torch.round(fn(limb.double())).long() % q
+        part = torch.round(fn(limb.double(), torch.float64)).long() % q
         part = (part * pow(2, shift, q)) % q
         acc = part if acc is None else (acc + part) % q
     return acc
@@ -155,7 +161,7 @@ class PlainBackend:
         if w.ndim != 2 or a.v.ndim != 2 or w.shape[1] != a.v.shape[1]:
             raise ValueError(f"dense weight {tuple(w.shape)} does not fit input {a.shape}")
         wmax = int(w.abs().max()) if w.numel() else 0
-        out = _exact_linear(a.v, q, w.shape[1], wmax, lambda x: x @ w.double().T)
+        out = _exact_linear(a.v, q, w.shape[1], wmax, lambda x, dt: x @ w.to(dt).T)
         return self._wrap(out, q)
 
     def conv2d(self, a: Residues, weight: np.ndarray, stride: tuple[int, int],
@@ -165,13 +171,12 @@ class PlainBackend:
         if w.ndim != 4 or a.v.ndim != 4 or w.shape[1] != a.v.shape[1]:
             raise ValueError(f"conv weight {tuple(w.shape)} does not fit input {a.shape}")
         top, left, bottom, right = (int(p) for p in pads)
-        wd = w.double()
         fan_in = w.shape[1] * w.shape[2] * w.shape[3]
         wmax = int(w.abs().max()) if w.numel() else 0
 
-        def fn(x: torch.Tensor) -> torch.Tensor:
+        def fn(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
             x = F.pad(x, (left, right, top, bottom))
-            return F.conv2d(x, wd, stride=tuple(int(s) for s in stride))
+            return F.conv2d(x, w.to(dt), stride=tuple(int(s) for s in stride))
 
         return self._wrap(_exact_linear(a.v, q, fan_in, wmax, fn), q)
 
@@ -181,7 +186,7 @@ class PlainBackend:
         top, left, bottom, right = (int(p) for p in pads)
         kh, kw = (int(k) for k in kernel)
 
-        def fn(x: torch.Tensor) -> torch.Tensor:
+        def fn(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
             x = F.pad(x, (left, right, top, bottom))
             return F.avg_pool2d(x, (kh, kw), tuple(int(s) for s in stride),
                                 divisor_override=1)

@@ -110,7 +110,7 @@ def conv_ref(x, w, stride, pads):
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
     Ho, Wo = (H - kh) // stride[0] + 1, (W - kw) // stride[1] + 1
-    out = np.zeros((B, O, Ho, Wo), dtype=np.int64)
+    out = np.zeros((B, O, Ho, Wo), dtype=x.dtype)
     for i in range(Ho):
         for j in range(Wo):
             patch = x[:, :, i * stride[0]:i * stride[0] + kh, j * stride[1]:j * stride[1] + kw]
@@ -118,13 +118,15 @@ def conv_ref(x, w, stride, pads):
     return out
 
 
+@pytest.mark.parametrize("q", [Q, 65521, 2147483647])  # float32, float64, limbs
 @pytest.mark.parametrize("stride,pads", [((1, 1), (0, 0, 0, 0)), ((2, 3), (1, 2, 0, 1))])
-def test_conv2d_exact(rng, stride, pads):
+def test_conv2d_exact(rng, stride, pads, q):
     bk = PlainBackend([])
-    a = wire(rng, (2, 3, 7, 8))
-    w = rng.integers(-50, 50, size=(4, 3, 3, 2))
+    a = wire(rng, (2, 3, 7, 8), q)
+    w = rng.integers(-(q // 2), q // 2 + 1, size=(4, 3, 3, 2))
     out = bk.conv2d(a, w, stride, pads).v.numpy()
-    assert np.array_equal(out, conv_ref(a.v.numpy(), w, stride, pads) % Q)
+    ref = conv_ref(a.v.numpy().astype(object), w.astype(object), stride, pads) % q
+    assert np.array_equal(out, ref.astype(np.int64))
 
 
 def test_sumpool_exact(rng):
