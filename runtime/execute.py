@@ -29,12 +29,25 @@ def last_uses(plan: Plan) -> dict[str, int]:
     return last
 
 
-def run(plan: Plan, backend, on_node: NodeHook | None = None) -> Any:
+class _Batched:
+    """A backend seen with an explicit batch size (for backends that do not keep one)."""
+
+    def __init__(self, inner: Any, batch: int):
+        self.inner = inner
+        self.batch = int(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["inner"], name)
+
+
+def run(plan: Plan, backend, on_node: NodeHook | None = None, batch: int | None = None) -> Any:
     """Run every node of ``plan`` on ``backend``; return the result of its OUTPUT node.
 
-    ``backend.batch`` gives the batch size of the inputs.  If the backend has a
+    ``batch`` (default ``backend.batch``) is the batch size of the inputs.  If the backend has a
     ``begin_node(node)`` method it is called before each node (the counting wrapper uses it
     to attribute gates to nodes); ``on_node(node, value)`` is called after each node."""
+    if batch is not None and getattr(backend, "batch", None) != batch:
+        backend = _Batched(backend, batch)
     begin = getattr(backend, "begin_node", None)
     last = last_uses(plan)
     values: dict[str, Any] = {}
