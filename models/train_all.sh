@@ -23,8 +23,8 @@ settings() {
         D)      echo "--epochs 20 --schedule onecycle" ;;
         E30)    echo "--epochs 40 --schedule onecycle" ;;
         E100)   echo "--epochs 40 --schedule onecycle" ;;
-        Fsmall) echo "--epochs 20 --schedule onecycle --lr 2e-3 --init he" ;;
-        F)      echo "--epochs 30 --schedule onecycle --lr 2e-3 --init he" ;;
+        Fsmall) echo "--epochs 25 --schedule onecycle --init he" ;;
+        F)      echo "--epochs 30 --schedule onecycle --init he" ;;
         *)      echo "unknown model $1" >&2; return 1 ;;
     esac
 }
