@@ -6,7 +6,7 @@ own scale ``max|w| / (2^(bits-1) - 1)``; a layer's accumulator then has scale
 ``s_in * s_w`` and its bias is ``round(b / (s_in * s_w))``.  After every op that grows the
 integers (dense, conv, sum pooling, aligned add) the value is brought back to about
 ``act_bits`` bits by a chain of RESCALE nodes whose divisors are moduli of the base and
-whose product is closest (in log scale) to ``calibrated max / (scale * 2^(act_bits-1))``.
+whose product is the largest not above ``calibrated max / (scale * 2^(act_bits-1))``.
 
 Strategies (``Config.strategy``):
 
@@ -111,22 +111,24 @@ def integer_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, float]:
 
 
 def rescale_chain(ratio: float, divisors: Sequence[int], max_steps: int = 64) -> list[int]:
-    """Divisors (each a modulus of the base) whose product is closest to ``ratio`` in log
-    scale, fewer steps winning ties; empty when no division brings it closer than 1."""
+    """Divisors (each a modulus of the base) with the largest product not above ``ratio``
+    (so at least ``act_bits`` bits remain), fewer steps winning ties; empty when
+    ``ratio < min(divisors)``."""
     if ratio <= 1.0 or not divisors:
         return []
-    target = math.log(ratio)
+    target = math.log(ratio) + 1e-9
     divs = sorted(set(int(d) for d in divisors))
-    best = (abs(target), 0, ())
-    ranges = [range(0, min(max_steps, math.ceil(target / math.log(d)) + 1) + 1) for d in divs]
+    best = (0.0, 0, ())
+    ranges = [range(0, min(max_steps, int(target / math.log(d))) + 1) for d in divs]
     for counts in itertools.product(*ranges):
         steps = sum(counts)
         if steps == 0 or steps > max_steps:
             continue
         logp = sum(c * math.log(d) for c, d in zip(counts, divs))
-        key = (round(abs(target - logp), 9), steps)
-        if key < best[:2]:
-            best = (key[0], key[1], counts)
+        if logp > target:
+            continue
+        if (round(logp, 9), -steps) > (round(best[0], 9), -best[1]):
+            best = (logp, steps, counts)
     return [d for c, d in zip(best[2], divs) for _ in range(c)]
 
 
