@@ -133,8 +133,8 @@ def test_api_raises_the_same_errors(files):
     with pytest.raises(PlanFileError):
         api.inspect_plan(_write(root / "c2.plan", blob[:50]))
     x, y = digits(40)
+    plan = api.compile_model(model, (x, y), calib_size=32, progress=None)
     with pytest.raises(DataError, match="do not match"):
-        plan = api.compile_model(model, (x, y), calib_size=32, progress=None)
         api.simulate(plan, (x[:, :, :4, :4], y), progress=None)
 
 

@@ -193,3 +193,21 @@ def test_trained_zoo_models_within_half_a_point(name):
     sim_acc = (logits.argmax(1) == y).mean() * 100
     assert all(r.ok for r in reports)
     assert abs(float_acc - sim_acc) <= 0.5, (float_acc, sim_acc)
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_calibration_methods_cover_every_tensor(method, tmp_path):
+    from dashc.calibration import Ranges, collect_ranges
+
+    x, _ = digits(64)
+    imported = compiler.load_model(seeded(MaxPadNet), input_shape=(1, 8, 8))
+    ranges = collect_ranges(imported.float_model, x, method)
+    assert {n.name for n in imported.graph.nodes} <= set(ranges.tensors)
+    assert ranges.method == method and ranges.n == 64
+    for lo, hi in ranges.tensors.values():
+        assert lo <= hi
+    back = Ranges.load(ranges.save(tmp_path / "r.json"))
+    assert back.tensors == ranges.tensors and back.method == method
+    plan = compiler.compile_graph(imported, x, Config(calib_method=method), ranges=ranges,
+                                  **QUIET)
+    assert plan.meta["calibration"]["method"] == method
