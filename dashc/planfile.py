@@ -78,6 +78,8 @@ def dumps(plan: Plan) -> bytes:
 
 
 def loads(data: bytes, where: str = "plan") -> Plan:
+    if not data[:len(MAGIC)] == MAGIC[:len(data)] or not data:
+        raise PlanFileError(f"{where}: not a dashc plan file")
     if len(data) < _PREFIX.size:
         raise PlanFileError(f"{where}: truncated plan file ({len(data)} bytes)")
     magic, version, head_len = _PREFIX.unpack_from(data)

@@ -37,7 +37,7 @@ def test_round_trip(plan, tmp_path):
 
 def test_truncated_corrupted_future(plan):
     data = planfile.dumps(plan)
-    for cut in (4, 30, len(data) // 2, len(data) - 1):
+    for cut in (4, 30, len(data) // 2, len(data) - 1):  # cut after the magic too
         with pytest.raises(PlanFileError, match="truncated"):
             planfile.loads(data[:cut])
     flipped = bytearray(data)
