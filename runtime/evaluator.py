@@ -32,6 +32,7 @@ class Evaluator(LabelOps):
         self.gate_id = 0
         self._inputs = [self._import(i, x) for i, x in enumerate(inputs)]
         self._next_input = 0
+        self.batch = self._inputs[0].shape[0] if self._inputs else None
 
     def _import(self, i: int, x: CrtTensor) -> CrtTensor:
         parts = {}

@@ -44,6 +44,34 @@ class Garbler(LabelOps):
         self._outputs: list[CrtTensor] = []
         self._encoded = False
 
+    def state(self) -> dict:
+        """The garbler's secrets, to be kept by the garbler between garbling and decoding:
+        ``batch``, ``delta`` ({q: (B, n(q))}), the input and output zero labels (lists of
+        CrtTensor) and whether the circuits already encoded an input."""
+        return {"batch": self.batch, "delta": dict(self._delta), "inputs": list(self._inputs),
+                "outputs": list(self._outputs), "encoded": self._encoded}
+
+    @classmethod
+    def from_state(cls, state: dict, device="cpu") -> "Garbler":
+        """A garbler restored from :meth:`state` that can encode and decode (not garble)."""
+        g = cls(int(state["batch"]), device=device)
+        for q, d in state["delta"].items():
+            d = torch.as_tensor(d).to(g.device, torch.int64)
+            if tuple(d.shape) != (g.batch, crt.label_length(int(q))) or \
+                    bool((d[:, 0] != 1).any()):
+                raise ValueError(f"global offset mod {q} is malformed")
+            g._delta[check_modulus(int(q))] = d
+        for part in ("inputs", "outputs"):
+            tensors = list(state[part])
+            for t in tensors:
+                for q, lab in t.parts.items():
+                    if q not in g._delta or lab.shape[0] != g.batch:
+                        raise ValueError(f"{part} labels mod {q} do not match the offsets")
+            setattr(g, f"_{part}", [t.map(lambda lab: LabelTensor(
+                lab.digits.to(g.device, torch.int64), lab.q)) for t in tensors])
+        g._encoded = bool(state.get("encoded", False))
+        return g
+
     @property
     def secure(self) -> bool:
         """False when garbled with the seeded test generator (material must not be used)."""
