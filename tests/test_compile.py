@@ -80,7 +80,7 @@ def _train_digits(net: torch.nn.Module, epochs: int = 40) -> torch.nn.Module:
 
 @pytest.mark.parametrize("strategy", ["dash", "redash"])
 def test_residual_bn_pool_model_close_to_float(strategy):
-    x, _ = digits(160)
+    x, _ = digits(144)
     plan, overflow, rel, agree = _compile_and_check(seeded(ResidualNet), (1, 8, 8), x,
                                                     Config(strategy=strategy), n_calib=112)
     assert {Op.SUMPOOL, Op.ADD, Op.CONV, Op.DENSE} <= {n.op for n in plan.nodes}
@@ -112,8 +112,8 @@ def test_strategies_use_prime_bases_and_base_divisors():
     imported = compiler.load_model(seeded(MaxPadNet), input_shape=(1, 8, 8))
     plans = {}
     for strategy in ("dash", "redash", "auto"):
-        plan = compiler.compile_graph(imported, x[:120], Config(strategy=strategy),
-                                      calib_y=y[:120], **QUIET)
+        plan = compiler.compile_graph(imported, x[:64], Config(strategy=strategy),
+                                      calib_y=y[:64], **QUIET)
         plans[strategy] = plan
         assert all(crt.is_prime(q) for q in plan.moduli)
         divs = {int(n.attr("divisor")) for n in plan.nodes if n.op is Op.RESCALE}
