@@ -135,3 +135,66 @@ def simulate(plan, data, limit: int | None = None, *, data_dir=None, batch: int 
         "moduli": list(plan.moduli),
     }
     return out
+
+
+# -- garbled inference: the four party steps and the whole pipeline ---------------------------
+def garble(plan, output, count: int = 1, *, device: str = "cpu",
+           progress: Progress | None = _stderr) -> dict:
+    """Garbler, offline: ``count`` fresh circuits of ``plan`` into directory ``output``
+    (``output/evaluator`` is shipped to the evaluator, ``output/garbler`` stays)."""
+    from . import parties
+
+    progress = progress or _quiet
+    progress(f"garbling {count} circuit(s)")
+    res = parties.garble(_plan(plan), output, count=count, device=device)
+    progress(f"wrote {res['evaluator_dir']} ({res['table_bytes']} table bytes) and "
+             f"{res['garbler_dir']}")
+    return res
+
+
+def encode(directory, data, *, offset: int = 0, data_dir=None, output=None,
+           progress: Progress | None = _stderr) -> dict:
+    """Garbler, online: the active input labels of one sample per garbled circuit."""
+    from . import parties
+
+    progress = progress or _quiet
+    count = parties.circuit_count(directory)
+    x, _ = load_data(data, data_dir, limit=offset + count)
+    if len(x) < offset + count:
+        raise DataError(f"{count} circuits need {count} samples from offset {offset}; the "
+                        f"data set has {len(x)}")
+    res = parties.encode(directory, x[offset:offset + count], output=output)
+    progress(f"wrote {res['inputs']} ({res['input_label_bytes']} bytes)")
+    return res
+
+
+def evaluate(directory, inputs=None, output=None, *, device: str = "cpu",
+             progress: Progress | None = _stderr) -> dict:
+    """Evaluator: garbled tables + input labels -> output labels."""
+    from . import parties
+
+    progress = progress or _quiet
+    res = parties.evaluate(directory, inputs, output, device=device)
+    progress(f"wrote {res['outputs']} ({res['output_label_bytes']} bytes)")
+    return res
+
+
+def decode(directory, outputs=None, *, progress: Progress | None = _stderr) -> dict:
+    """Garbler: output labels -> logits and classes, every label authenticated."""
+    from . import parties
+
+    return parties.decode(directory, outputs)
+
+
+def eval_plan(plan, data, limit: int | None = None, *, batch: int = 16, device: str = "cpu",
+              data_dir=None, progress: Progress | None = _stderr) -> dict:
+    """Float, simulated and garbled accuracy side by side (``dashc eval``)."""
+    from .calibration import check_input
+    from .pipeline import eval_plan as run
+
+    progress = progress or _quiet
+    plan = _plan(plan)
+    x, y = load_data(data, data_dir, limit=limit)
+    x = check_input(x, plan.input_node.shape, "data")
+    progress(f"evaluating {len(x)} samples garbled, in batches of {batch}")
+    return run(plan, x, y, batch=batch, device=device, progress=progress)

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import api
-from .errors import DashcError
+from .errors import DashcError, IntegrityError
 
 DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), envvar="DASHC_DATA_DIR",
                         default=None, help="Where built-in data sets live "
@@ -149,6 +149,111 @@ def simulate_cmd(plan, data, limit, data_dir, json_path):
     for name, count in res["overflow"].items():
         click.echo(f"  overflow at {name}: {count} values")
     write_json(json_path, res)
+
+
+def pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
+                      show_default=True, help="Where label arithmetic runs.")
+
+
+@main.command("garble")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Directory for the evaluator's material and the garbler's secrets.")
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Circuits to garble (one per future inference).")
+@DEVICE
+@JSON_OUT
+@handles_errors
+def garble_cmd(plan, output, count, device, json_path):
+    """Garbler, offline: garble COUNT fresh circuits of PLAN into OUTPUT."""
+    res = api.garble(plan, output, count, device=device, progress=progress)
+    click.echo(f"circuit {res['circuit']}: {res['count']} circuit(s), "
+               f"{res['ciphertexts_per_inference']} ciphertexts each, "
+               f"{res['table_bytes']} table bytes, {res['garble_s']:.2f} s")
+    write_json(json_path, res)
+
+
+@main.command("encode")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--data", required=True, help="Inputs: .npz or built-in name (one per circuit).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First sample to use.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Input label file (default DIRECTORY/evaluator/inputs.dgl).")
+@DATA_DIR
+@JSON_OUT
+@handles_errors
+def encode_cmd(directory, data, offset, output, data_dir, json_path):
+    """Garbler, online: active input labels for the circuits in DIRECTORY (single use)."""
+    res = api.encode(directory, data, offset=offset, data_dir=data_dir, output=output,
+                     progress=progress)
+    write_json(json_path, res)
+
+
+@main.command("evaluate")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--inputs", type=click.Path(dir_okay=False), default=None,
+              help="Input label file (default DIRECTORY/inputs.dgl).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Output label file (default DIRECTORY/outputs.dgl).")
+@DEVICE
+@JSON_OUT
+@handles_errors
+def evaluate_cmd(directory, inputs, output, device, json_path):
+    """Evaluator: run the garbled circuits in DIRECTORY (an evaluator directory)."""
+    res = api.evaluate(directory, inputs, output, device=device, progress=progress)
+    click.echo(f"evaluated in {res['evaluate_s']:.2f} s")
+    write_json(json_path, res)
+
+
+@main.command("decode")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--outputs", type=click.Path(dir_okay=False), default=None,
+              help="Output label file (default DIRECTORY/evaluator/outputs.dgl).")
+@JSON_OUT
+@handles_errors
+def decode_cmd(directory, outputs, json_path):
+    """Garbler: authenticate the output labels and print the predicted classes."""
+    res = api.decode(directory, outputs, progress=progress)
+    for i, c in enumerate(res["classes"]):
+        click.echo(f"{i}: class {c}")
+    write_json(json_path, res)
+
+
+@main.command("eval")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, help="Data: .npz or built-in name.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N.")
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Circuits garbled and evaluated together.")
+@DEVICE
+@DATA_DIR
+@JSON_OUT
+@handles_errors
+def eval_cmd(plan, data, limit, batch, device, data_dir, json_path):
+    """Whole pipeline in one process: float, simulated and garbled accuracy side by side."""
+    res = api.eval_plan(plan, data, limit, batch=batch, device=device, data_dir=data_dir,
+                        progress=progress)
+    t, b = res["timings_per_inference"], res["bytes_per_inference"]
+    click.echo(f"n={res['n']}  moduli {tuple(res['moduli'])}")
+    click.echo(f"  accuracy   float {pct(res['float_accuracy'])}   simulated "
+               f"{pct(res['simulated_accuracy'])}   garbled {pct(res['garbled_accuracy'])}")
+    click.echo(f"  garbled == simulated on {pct(res['exact_match'])} of samples "
+               f"(every logit, bit for bit)")
+    click.echo(f"  per inference: garble {t['garble_s'] * 1e3:.1f} ms, encode "
+               f"{t['encode_s'] * 1e3:.1f} ms, evaluate {t['evaluate_s'] * 1e3:.1f} ms, "
+               f"decode {t['decode_s'] * 1e3:.1f} ms")
+    click.echo(f"  per inference: {res['ciphertexts_per_inference']} ciphertexts, tables "
+               f"{b['tables']} B, input labels {b['input_labels']} B, output labels "
+               f"{b['output_labels']} B")
+    write_json(json_path, res)
+    if res["exact_match"] != 1.0:
+        click.echo("error: garbled logits differ from the simulation", err=True)
+        sys.exit(IntegrityError.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

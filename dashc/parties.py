@@ -147,6 +147,11 @@ def _load_plan_checked(evaluator_dir: Path, info: dict) -> Plan:
     return planfile.loads(data, str(evaluator_dir / PLAN))
 
 
+def circuit_count(garble_dir) -> int:
+    """How many circuits the garbling directory holds."""
+    return int(_circuit(Path(garble_dir) / "evaluator")["count"])
+
+
 # -- the four steps ---------------------------------------------------------------------------
 def garble(plan, out_dir, count: int = 1, device: str = "cpu") -> dict:
     """Garble ``count`` circuits of ``plan`` into ``out_dir`` (see the module docstring)."""
