@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the main job: compile the shipped model A, then garble, evaluate and decode LIMIT shipped
+# MNIST test images and compare float, simulated and garbled accuracy
+MODEL ?= A
+DATA ?= mnist
+LIMIT ?= 100
 run: install
-	$(VENV)/bin/dashc eval A --data mnist --limit 100
+	mkdir -p out
+	$(VENV)/bin/dashc compile $(MODEL) --calib $(DATA) -o out/$(MODEL).dashc
+	$(VENV)/bin/dashc eval out/$(MODEL).dashc --data $(DATA) --limit $(LIMIT) --json out/$(MODEL)-eval.json
 
 test: install
 	$(PY) -m pytest -q
