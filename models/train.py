@@ -7,7 +7,8 @@ Trains with Adam and cross-entropy on the training split minus a held-out valida
 exports ONNX (opset 17, dynamic batch, input ``input``, output ``logits``), checks the ONNX
 against torch on the whole test set through onnxruntime, and writes ``NAME.onnx`` and
 ``NAME.json`` (the model card) into the output folder.  CIFAR-10 training uses the usual
-augmentation: random 32x32 crop of the image zero-padded by 4, and a random horizontal flip.
+augmentation: random 32x32 crop of the image zero-padded by 4, and a random horizontal flip;
+MNIST-style sets can use random shifts of up to 2 pixels (``--augmentation shift``).
 """
 from __future__ import annotations
 
@@ -57,8 +58,16 @@ def sha256_source(path: Path) -> str:
     return digest.hexdigest()
 
 
-def augment(xb: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop of the zero-padded batch and random horizontal flip (uint8 or float)."""
+AUGMENTATIONS = {
+    "none": "none",
+    "crop-flip": "random crop of the image zero-padded by 4, random horizontal flip",
+    "shift": "random crop of the image zero-padded by 2 (shifts of up to 2 pixels), no flip",
+}
+
+
+def augment(xb: torch.Tensor, gen: torch.Generator, pad: int = 4,
+            flip: bool = True) -> torch.Tensor:
+    """Random crop of the zero-padded batch and, if ``flip``, a random horizontal flip."""
     n, c, h, w = xb.shape
     padded = nn.functional.pad(xb, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
@@ -67,8 +76,9 @@ def augment(xb: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tenso
     cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
     out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
                  rows, cols]
-    flip = torch.rand(n, generator=gen) < 0.5
-    out[flip] = out[flip].flip(-1)
+    if flip:
+        flipped = torch.rand(n, generator=gen) < 0.5
+        out[flipped] = out[flipped].flip(-1)
     return out
 
 
@@ -125,7 +135,7 @@ def log(msg: str) -> None:
 def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Path, *,
           dataset: str | None = None, batch_size: int = 128, lr: float = 1e-3,
           schedule: str = "constant", val_size: int = 5000, threads: int = 2,
-          augmentation: bool | None = None, init: str = "default",
+          augmentation: str | None = None, init: str = "default",
           limit_train: int | None = None) -> dict:
     """Train the zoo model ``name``; returns the model card (also written to ``out``)."""
     architectures.check_name(name)
@@ -137,7 +147,11 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
         raise UsageError(f"unknown schedule {schedule!r}; expected constant, onecycle or cosine")
     dataset = dataset or architectures.dataset_of(name)
     shape = architectures.input_shape(name)
-    augmentation = (dataset == "cifar10") if augmentation is None else augmentation
+    if augmentation is None:
+        augmentation = "crop-flip" if dataset == "cifar10" else "none"
+    if augmentation not in AUGMENTATIONS:
+        raise UsageError(f"unknown augmentation {augmentation!r}; expected "
+                         f"{', '.join(AUGMENTATIONS)}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -185,8 +199,10 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
         for step in range(steps_per_epoch):
             idx = perm[step * batch_size:(step + 1) * batch_size]
             xb = x_fit[idx]
-            if augmentation:
-                xb = augment(xb, gen)
+            if augmentation == "crop-flip":
+                xb = augment(xb, gen, pad=4, flip=True)
+            elif augmentation == "shift":
+                xb = augment(xb, gen, pad=2, flip=False)
             xb, yb = to_input(dataset, xb), y_fit[idx]
             logits = model(xb)
             loss = loss_fn(logits, yb)
@@ -244,8 +260,7 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
             "optimizer": "Adam", "learning_rate": lr, "schedule": schedule,
             "batch_size": batch_size, "epochs": epochs, "seed": seed,
             "loss": "cross-entropy",
-            "augmentation": ("random 32x32 crop of the zero-padded (4) image, random horizontal"
-                             " flip") if augmentation else "none",
+            "augmentation": AUGMENTATIONS[augmentation],
             "activation_training": ("sign forward, tanh derivative backward (straight-through)"
                                     if name.startswith("E") else "n/a"),
             "weights_kept": f"epoch {best_epoch} (best validation accuracy)",
@@ -281,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schedule", default="constant", choices=("constant", "onecycle", "cosine"))
     ap.add_argument("--val-size", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-augmentation", action="store_true")
+    ap.add_argument("--augmentation", choices=tuple(AUGMENTATIONS),
+                    help="default: crop-flip for CIFAR-10, none otherwise")
     ap.add_argument("--init", default="default", choices=tuple(INITS),
                     help="weight initialisation (default: torch's)")
     args = ap.parse_args(argv)
@@ -292,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         train(args.name, data_dir, args.epochs, args.seed, args.out, dataset=args.dataset,
               batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
               val_size=args.val_size, threads=args.threads,
-              augmentation=False if args.no_augmentation else None, init=args.init)
+              augmentation=args.augmentation, init=args.init)
     except DashcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

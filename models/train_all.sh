@@ -4,7 +4,8 @@
 #   models/train_all.sh DATA_DIR [NAME ...]      (default: every model, MNIST ones first)
 #
 # Each training logs to $LOG_DIR/train-NAME.log (default /tmp).  A model whose card already
-# exists in models/zoo/ is skipped, so the script can be rerun to finish an interrupted queue.
+# exists in models/zoo/ is skipped (unless FORCE=1), so the script can be rerun to finish an
+# interrupted queue.
 # The epochs and schedules below are the ones recorded in the shipped model cards.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,9 +19,9 @@ OUT=$ROOT/models/zoo
 settings() {
     case $1 in
         A)      echo "--epochs 20 --schedule onecycle" ;;
-        B)      echo "--epochs 40 --schedule onecycle" ;;
+        B)      echo "--epochs 40 --schedule onecycle --augmentation shift" ;;
         C)      echo "--epochs 20 --schedule onecycle" ;;
-        D)      echo "--epochs 20 --schedule onecycle" ;;
+        D)      echo "--epochs 20 --schedule onecycle --augmentation shift" ;;
         E30)    echo "--epochs 40 --schedule onecycle" ;;
         E100)   echo "--epochs 40 --schedule onecycle" ;;
         Fsmall) echo "--epochs 25 --schedule onecycle --init he" ;;
@@ -30,7 +31,7 @@ settings() {
 }
 
 for name in "$@"; do
-    if [ -f "$OUT/$name.json" ]; then
+    if [ -f "$OUT/$name.json" ] && [ "${FORCE:-0}" != 1 ]; then
         echo "$name: $OUT/$name.json exists, skipping"
         continue
     fi

@@ -111,6 +111,15 @@ def test_augment_crops_and_flips():
         assert any(torch.equal(out[n], w) or torch.equal(out[n], w.flip(-1)) for w in windows)
 
 
+def test_augment_shift_never_flips():
+    x = torch.arange(4 * 28 * 28, dtype=torch.uint8).reshape(4, 1, 28, 28)
+    out = train.augment(x, torch.Generator().manual_seed(0), pad=2, flip=False)
+    padded = nn.functional.pad(x, (2, 2, 2, 2))
+    for n in range(4):
+        assert any(torch.equal(out[n], padded[n, :, dy:dy + 28, dx:dx + 28])
+                   for dy in range(5) for dx in range(5))
+
+
 # --------------------------------------------------------------------------- training
 
 def _idx(arr):
@@ -149,6 +158,7 @@ def test_train_exports_and_writes_card(tiny_mnist, tmp_path):
     assert card["data_files"]["t10k-labels-idx1-ubyte.gz"] == hashlib.sha256(
         (tiny_mnist / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes()).hexdigest()
     assert card["training"]["seed"] == 3 and len(card["history"]) == 2
+    assert card["training"]["augmentation"] == "none"
     x, y = data.load("mnist", data_dir=tiny_mnist)
     logits = train.run_onnx(onnx_path, x, threads=1)
     assert card["accuracy"]["test_float"] == round(float((logits.argmax(1) == y).mean()), 5)
@@ -158,7 +168,9 @@ def test_train_exports_and_writes_card(tiny_mnist, tmp_path):
 
 def test_training_is_reproducible(tiny_mnist, tmp_path):
     cards = [train.train("E30", tiny_mnist, epochs=2, seed=7, out=tmp_path / str(i),
-                         batch_size=16, val_size=20, threads=1) for i in range(2)]
+                         batch_size=16, val_size=20, threads=1, augmentation="shift")
+             for i in range(2)]
+    assert cards[0]["training"]["augmentation"] == train.AUGMENTATIONS["shift"]
     assert cards[0]["onnx"]["sha256"] == cards[1]["onnx"]["sha256"]
     assert cards[0]["history"][-1]["train_loss"] == cards[1]["history"][-1]["train_loss"]
     other = train.train("E30", tiny_mnist, epochs=2, seed=8, out=tmp_path / "2",
