@@ -233,4 +233,4 @@ def test_he_init():
     model = architectures.he_init(architectures.build("F"))
     conv = model[2]                          # Conv 64->64 3x3: fan-in 576
     assert torch.count_nonzero(conv.bias) == 0
-    assert float(conv.weight.std()) == pytest.approx(math.sqrt(2 / 576), rel=0.05)
+    assert float(conv.weight.detach().std()) == pytest.approx(math.sqrt(2 / 576), rel=0.05)
