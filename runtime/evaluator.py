@@ -85,7 +85,8 @@ class Evaluator(LabelOps):
         if mod != q or tuple(a.shape) != shape:
             raise IntegrityError(f"gate {rec.gate_id}: table {k} has modulus {mod} and shape "
                                  f"{tuple(a.shape)}, expected {q} and {shape}")
-        return torch.from_numpy(a.astype(np.int64)).to(self.device)
+        # the digits keep their storage type: the gates widen them as they need
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
     def proj(self, a: LabelTensor, q: int, table) -> LabelTensor:
         q = check_modulus(q)

@@ -52,11 +52,43 @@ The generalized half gate (``x * y``, same modulus) is the case ``q = p``.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dashc import crt
 
-from .hashing import HASH
+from . import cpu_kernels
+from .hashing import HASH, output_blocks
+from .tables import digit_dtype
+
+IMPLS = ("auto", "compiled", "torch")
+
+
+def _compiled(impl: str, t: torch.Tensor) -> bool:
+    """Whether to run the compiled CPU kernels (``auto``: CPU tensors and numba present)."""
+    if impl == "auto":
+        return cpu_kernels.AVAILABLE and t.device.type == "cpu"
+    if impl == "compiled":
+        if not cpu_kernels.AVAILABLE:
+            raise RuntimeError("the compiled CPU kernels need numba, which is not installed")
+        if t.device.type != "cpu":
+            raise ValueError("the compiled kernels run on CPU tensors only")
+        return True
+    if impl == "torch":
+        return False
+    raise ValueError(f"unknown gate implementation {impl!r}; expected one of {IMPLS}")
+
+
+def _np(t: torch.Tensor, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A C-contiguous numpy view (copy only when needed) of a CPU tensor."""
+    a = t.detach().numpy()
+    if shape is not None:
+        a = a.reshape(shape)
+    return np.ascontiguousarray(a)
+
+
+def _np64(t: torch.Tensor, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    return _np(t.to(torch.int64), shape)
 
 
 def _elements(B: int, E: int, device) -> torch.Tensor:
@@ -74,12 +106,23 @@ def mixed_mul_rows(p: int, q: int) -> int:
 
 
 def garble_proj(a0: torch.Tensor, p: int, delta_p: torch.Tensor, q: int,
-                delta_q: torch.Tensor, table: torch.Tensor, gate_id: int, role: int = 0):
+                delta_q: torch.Tensor, table: torch.Tensor, gate_id: int, role: int = 0,
+                impl: str = "auto"):
     """Zero labels ``a0 (B, E, n(p))``, ``table`` ``(p,)`` or ``(B, E, p)`` with entries in
-    ``[0, q)`` -> (output zero labels ``(B, E, n(q))``, rows ``(B, E, p-1, n(q))``)."""
+    ``[0, q)`` -> (output zero labels ``(B, E, n(q))``, rows ``(B, E, p-1, n(q))``; int64 on
+    the torch path, the table storage type of ``q`` on the compiled one)."""
     B, E, n_p = a0.shape
     n_q = crt.label_length(q)
     dev = a0.device
+    if _compiled(impl, a0):
+        h = output_blocks(q, n_q)
+        tab = _np64(table, (p,) if table.dim() == 1 else (B * E, p))
+        c0, rows = cpu_kernels.garble_proj(_np64(a0, (B * E, n_p)), E, p, _np64(delta_p), q,
+                                           _np64(delta_q), tab, gate_id, role, h,
+                                           digit_dtype(q)[1])
+        HASH.aes_blocks += B * E * p * (1 + h)
+        return (torch.from_numpy(c0).reshape(B, E, n_q),
+                torch.from_numpy(rows).reshape(B, E, p - 1, n_q))
     colours = torch.arange(p, dtype=torch.int64, device=dev)
     x = (colours - a0[..., :1]) % p  # (B, E, p): value of the label of colour r
     keys = (a0[:, :, None, :] + x[..., None] * delta_p[:, None, None, :]) % p
@@ -94,10 +137,16 @@ def garble_proj(a0: torch.Tensor, p: int, delta_p: torch.Tensor, q: int,
 
 
 def eval_proj(a: torch.Tensor, p: int, q: int, rows: torch.Tensor, gate_id: int,
-              role: int = 0) -> torch.Tensor:
+              role: int = 0, impl: str = "auto") -> torch.Tensor:
     """Active labels ``a (B, E, n(p))`` and rows ``(B, E, p-1, n(q))`` -> ``(B, E, n(q))``."""
     B, E, n_p = a.shape
     n_q = crt.label_length(q)
+    if _compiled(impl, a):
+        h = output_blocks(q, n_q)
+        out = cpu_kernels.eval_proj(_np64(a, (B * E, n_p)), p, q,
+                                    _np(rows, (B * E, p - 1, n_q)), gate_id, role, h)
+        HASH.aes_blocks += B * E * (1 + h)
+        return torch.from_numpy(out).reshape(B, E, n_q)
     pad = HASH(a.reshape(-1, n_p), p, gate_id, _elements(B, E, a.device), role, q, n_q)
     pad = pad.reshape(B, E, n_q)
     colour = a[..., 0]
@@ -108,7 +157,8 @@ def eval_proj(a: torch.Tensor, p: int, q: int, rows: torch.Tensor, gate_id: int,
 
 
 def garble_mixed_mul(a0: torch.Tensor, p: int, delta_p: torch.Tensor, b0: torch.Tensor,
-                     q: int, delta_q: torch.Tensor, r: torch.Tensor, gate_id: int):
+                     q: int, delta_q: torch.Tensor, r: torch.Tensor, gate_id: int,
+                     impl: str = "auto"):
     """``x`` zero labels ``a0 (B, E, n(p))``, ``y`` zero labels ``b0 (B, E, n(q))``, masks
     ``r (B, E)`` uniform in ``Z_p`` -> (output zero labels, (garbler-half rows
     ``(B, E, p-1, n(p))``, evaluator-half rows ``(B, E, q-1, n(p))``, digits ``(B, E, q)``))."""
@@ -117,7 +167,17 @@ def garble_mixed_mul(a0: torch.Tensor, p: int, delta_p: torch.Tensor, b0: torch.
     dev = a0.device
     r = r.to(dev, torch.int64) % p
     table = (r[..., None] * torch.arange(p, device=dev)) % p  # t -> r*t
-    g0, rows_g = garble_proj(a0, p, delta_p, p, delta_p, table, gate_id, role=0)
+    g0, rows_g = garble_proj(a0, p, delta_p, p, delta_p, table, gate_id, role=0, impl=impl)
+    if _compiled(impl, a0):
+        h = output_blocks(p, n_p + 1)
+        W = B * E
+        out0, rows_e, digits = cpu_kernels.garble_mixed_half(
+            _np64(a0, (W, n_p)), _np64(b0, (W, n_q)), E, p, q, _np64(delta_q), _np(r, (W,)),
+            _np(g0, (W, n_p)), gate_id, h, digit_dtype(p)[1])
+        HASH.aes_blocks += W * q * (1 + h)
+        return (torch.from_numpy(out0).reshape(B, E, n_p),
+                (rows_g, torch.from_numpy(rows_e).reshape(B, E, q - 1, n_p),
+                 torch.from_numpy(digits).reshape(B, E, q)))
 
     colours = torch.arange(q, dtype=torch.int64, device=dev)
     y = (colours - b0[..., :1]) % q  # (B, E, q)
@@ -134,11 +194,21 @@ def garble_mixed_mul(a0: torch.Tensor, p: int, delta_p: torch.Tensor, b0: torch.
 
 
 def eval_mixed_mul(a: torch.Tensor, p: int, b: torch.Tensor, q: int, rows_g: torch.Tensor,
-                   rows_e: torch.Tensor, digits: torch.Tensor, gate_id: int) -> torch.Tensor:
+                   rows_e: torch.Tensor, digits: torch.Tensor, gate_id: int,
+                   impl: str = "auto") -> torch.Tensor:
     """Active labels of ``x`` and ``y`` and the gate's tables -> active label of ``x*y``."""
     B, E, n_p = a.shape
     n_q = b.shape[-1]
-    g = eval_proj(a, p, p, rows_g, gate_id, role=0)
+    g = eval_proj(a, p, p, rows_g, gate_id, role=0, impl=impl)
+    if _compiled(impl, a):
+        h = output_blocks(p, n_p + 1)
+        W = B * E
+        out = cpu_kernels.eval_mixed_half(_np64(a, (W, n_p)), _np64(b, (W, n_q)),
+                                          _np(g, (W, n_p)), p, q,
+                                          _np(rows_e, (W, q - 1, n_p)), _np(digits, (W, q)),
+                                          gate_id, h)
+        HASH.aes_blocks += W * (1 + h)
+        return torch.from_numpy(out).reshape(B, E, n_p)
     pads = HASH(b.reshape(-1, n_q), q, gate_id, _elements(B, E, a.device), 1, p, n_p + 1)
     pads = pads.reshape(B, E, n_p + 1)
     s = b[..., 0]

@@ -29,6 +29,7 @@ import math
 import numpy as np
 import torch
 
+from . import cpu_kernels
 from .aes import OpenSSLAES, TorchAES
 
 MASK32 = (1 << 32) - 1
@@ -145,7 +146,10 @@ def tweak_limbs(gate_id: int, elem: torch.Tensor, role: int, block: int) -> torc
 
 
 class Hasher:
-    """Hashes batches of labels to pads; OpenSSL for CPU tensors, torch AES otherwise."""
+    """Hashes batches of labels to pads.  Implementations (bit for bit equal): ``compiled``
+    (numba kernels around OpenSSL, the CPU default when numba is installed), ``openssl``
+    (torch packing and expansion around OpenSSL) and ``torch`` (everything in torch ops, for
+    CUDA tensors)."""
 
     def __init__(self):
         self._openssl = OpenSSLAES()
@@ -158,10 +162,23 @@ class Hasher:
 
         ``keys``: ``(N, n(q_in))`` digits; ``elem``: ``(N,)`` element indices."""
         h = output_blocks(q_out, m)
+        if impl == "auto":
+            if keys.device.type != "cpu":
+                impl = "torch"
+            else:
+                impl = "compiled" if cpu_kernels.AVAILABLE else "openssl"
+        if impl == "compiled":
+            if not 0 <= role < 8 or not 0 <= gate_id < 1 << 63:
+                raise ValueError("tweak role must lie in [0, 8) and the gate id in [0, 2^63)")
+            if q_in ** keys.shape[-1] > 1 << 128:
+                raise ValueError(f"{keys.shape[-1]} digits mod {q_in} do not fit in 128 bits")
+            out = cpu_kernels.hash_labels(
+                np.ascontiguousarray(keys.numpy(), dtype=np.int64), q_in, gate_id,
+                np.ascontiguousarray(elem.numpy(), dtype=np.int64), role, q_out, m, h)
+            self.aes_blocks += keys.shape[0] * (1 + h)
+            return torch.from_numpy(out)
         x = pack(keys, q_in)
         tweaks = [tweak_limbs(gate_id, elem, role, j) for j in range(h)]
-        if impl == "auto":
-            impl = "openssl" if keys.device.type == "cpu" else "torch"
         if impl == "openssl":
             out = self._hash_openssl(x, tweaks)
         elif impl == "torch":

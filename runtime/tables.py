@@ -73,7 +73,12 @@ def make_record(gate_id: int, ciphertexts: int,
     out = []
     for q, t in arrays:
         _, dt = digit_dtype(q)
-        out.append((q, t.detach().to("cpu", torch.int64).numpy().astype(dt)))
+        if isinstance(t, torch.Tensor):
+            t = t.detach()
+            if t.device.type != "cpu" or t.dtype != torch.from_numpy(np.empty(0, dt)).dtype:
+                t = t.to("cpu", torch.int64)
+            t = t.numpy()
+        out.append((q, np.ascontiguousarray(t, dtype=dt)))  # no copy when already stored so
     return Record(gate_id, ciphertexts, out)
 
 

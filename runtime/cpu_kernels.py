@@ -1,0 +1,539 @@
+"""Compiled CPU kernels for hashing and garbling (numba), bit for bit equal to the torch path.
+
+The torch path (:mod:`dashc.runtime.hashing`, :mod:`dashc.runtime.gates`) spends its time in
+int64 tensor temporaries: packing digits into 128-bit blocks, expanding hash outputs into
+digits and gathering rows.  Here the same arithmetic runs as fused loops over wires, with
+AES (fixed key, ECB) done by OpenSSL in one ``update_into`` call per chunk of wires on
+reused buffers.  Per gate and chunk of wires:
+
+1. a kernel forms the keys of every wire (``W0 + x*delta`` for every colour on the
+   garbler's side, the active label on the evaluator's) and packs each to 128 bits;
+2. OpenSSL computes ``y = pi(key)``; a kernel writes ``pi(key) ^ tweak_j`` for the output
+   blocks ``j``; OpenSSL encrypts those (``z_j``);
+3. a kernel expands each pad ``z_j ^ y`` into digits and writes the gate's outputs (zero or
+   active labels, table rows in their storage type) directly.
+
+Blocks are held as pairs of int64 (the little-endian 128-bit value), which is the byte
+layout the torch path feeds to AES.  Tweaks, digit expansion (low base-q digits of the
+``128h``-bit pad, divided by ``q^k < 2^31`` per pass) and packing (Horner's rule on 32-bit
+limbs over chunks of ``k`` digits) follow :mod:`dashc.runtime.hashing` exactly.
+
+``AVAILABLE`` is False when numba cannot be imported; callers then use the torch path.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .aes import FIXED_KEY
+
+try:  # pragma: no cover - exercised by whichever environment runs the tests
+    from numba import njit
+
+    AVAILABLE = True
+except Exception:  # noqa: BLE001 - any import failure means "no compiled path"
+    AVAILABLE = False
+
+    def njit(*args, **kwargs):
+        def wrap(f):
+            return f
+        return wrap if not (args and callable(args[0])) else args[0]
+
+M32 = 0xFFFFFFFF
+CHUNK_BLOCKS = 1 << 14  # AES blocks per OpenSSL call (keeps the working set in cache)
+
+
+# -- constants per modulus -------------------------------------------------------------------
+
+def chunk_digits(q: int) -> int:
+    """Largest k with q^k < 2^31."""
+    k = 1
+    while q ** (k + 1) < 1 << 31:
+        k += 1
+    return k
+
+
+@functools.lru_cache(maxsize=None)
+def pack_consts(q: int) -> tuple[int, int]:
+    k = chunk_digits(q)
+    return k, q ** k
+
+
+LIMB = 21  # bits per limb in the expansion: every partial dividend is below 2^52
+
+
+@functools.lru_cache(maxsize=None)
+def expand_consts(q: int, m: int, h: int) -> tuple:
+    """Constants of the pad expansion into ``m`` digits mod ``q`` from ``h`` blocks:
+    ``(k, D = q^k, tops)``; ``tops[c]`` is the number of 21-bit limbs that may be non-zero
+    before division pass ``c`` (the value shrinks by a factor ``D`` per pass)."""
+    k = chunk_digits(q)
+    D = q ** k
+    L = -(-128 * h // LIMB)
+    bound = 1 << (128 * h)
+    tops = []
+    for _ in range(-(-m // k)):
+        tops.append(min(L, -(-(bound - 1).bit_length() // LIMB)))
+        bound = -(-bound // D)
+    return k, D, np.array(tops, dtype=np.int64)
+
+
+# -- inner helpers (inlined by LLVM) -------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _pack1(d, n, q, k, Q):
+    """Digits ``d[0:n]`` mod q -> the 128-bit integer sum d_i q^i as (low, high) int64."""
+    nch = (n + k - 1) // k
+    l0 = 0
+    l1 = 0
+    l2 = 0
+    l3 = 0
+    for c in range(nch - 1, -1, -1):
+        s = c * k
+        e = min(n, s + k)
+        ch = 0
+        for i in range(e - 1, s - 1, -1):
+            ch = ch * q + d[i]
+        t = l0 * Q + ch
+        l0 = t & M32
+        cr = t >> 32
+        t = l1 * Q + cr
+        l1 = t & M32
+        cr = t >> 32
+        t = l2 * Q + cr
+        l2 = t & M32
+        cr = t >> 32
+        t = l3 * Q + cr
+        l3 = t & M32
+    return l0 | (l1 << 32), l2 | (l3 << 32)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _expand_block(y, z, i0, nk, h, q, m, k, D, tops, F, R, pad):
+    """Digits ``pad[i, 0:m]`` (``i < nk``) of the pads ``z[i0 + i, j] ^ y[i0 + i]``
+    (``j < h``) read as one ``128h``-bit integer; ``F`` is a float64 scratch of shape
+    ``(>= 128h/21, >= nk)`` (the limbs), ``R`` one of ``nk`` remainders.
+
+    Long division by ``D < 2^31`` on 21-bit limbs in float64: each partial dividend
+    ``rem * 2^21 + limb`` is below ``2^52``, so it, the quotient estimate times ``D`` and the
+    remainder are exact; the estimate ``floor(cur * (1/D))`` is off by at most one either
+    way (its error is below ``2^-30``), which ``floor((r + 1/2) * (1/D))`` of the remainder
+    ``r`` in ``(-D, 2D)`` corrects (margin ``1/(2D)``).  The loops over keys are innermost (vectorised)."""
+    if q == 2:
+        for i in range(nk):
+            for wd in range((m + 63) >> 6):
+                v = z[i0 + i, wd >> 1, wd & 1] ^ y[i0 + i, wd & 1]
+                top = min(64, m - 64 * wd)
+                for t in range(top):
+                    pad[i, 64 * wd + t] = (v >> t) & 1
+        return
+    L = (128 * h + LIMB - 1) // LIMB
+    mask = (1 << LIMB) - 1
+    for i in range(nk):
+        for li in range(L):
+            bit = li * LIMB
+            wd = bit >> 6
+            off = bit & 63
+            blk = wd >> 1
+            v = z[i0 + i, blk, wd & 1] ^ y[i0 + i, wd & 1]
+            val = (v >> off) & ((1 << (64 - off)) - 1) if off > 0 else v
+            if off + LIMB > 64 and wd + 1 < 2 * h:
+                nb = (wd + 1) >> 1
+                v2 = z[i0 + i, nb, (wd + 1) & 1] ^ y[i0 + i, (wd + 1) & 1]
+                val |= v2 << (64 - off)
+            F[li, i] = float(val & mask)
+    rem = R
+    Df = float(D)
+    invD = 1.0 / Df
+    qf = float(q)
+    invq = 1.0 / qf
+    base = float(1 << LIMB)
+    j = 0
+    for c in range(tops.shape[0]):
+        for i in range(nk):
+            rem[i] = 0.0
+        for li in range(tops[c] - 1, -1, -1):
+            for i in range(nk):
+                cur = rem[i] * base + F[li, i]
+                qt = np.floor(cur * invD)
+                r = cur - qt * Df  # in (-D, 2D)
+                adj = np.floor((r + 0.5) * invD)
+                F[li, i] = qt + adj
+                rem[i] = r - adj * Df
+        for _ in range(k):
+            if j >= m:
+                break
+            for i in range(nk):
+                d = np.floor((rem[i] + 0.5) * invq)
+                pad[i, j] = np.int32(rem[i] - d * qf)
+                rem[i] = d
+            j += 1
+
+
+@njit(cache=True, inline="always")
+def _md(v, q, M):
+    """``v mod q`` for ``0 <= v``: Barrett with ``M = 2^32 // q + 1`` (exact when
+    ``v * q < 2^32``), or the hardware remainder when ``M == 0``."""
+    if M == 0:
+        return v % q
+    return v - ((v * M) >> 32) * q
+
+
+def barrett(q: int, vmax: int) -> int:
+    """The Barrett constant for reducing values below ``vmax`` mod ``q`` (0: use ``%``)."""
+    return (1 << 32) // q + 1 if vmax * q < 1 << 32 else 0
+
+
+KEY_BLOCK = 512  # keys expanded together (the vectorised loops run over them)
+
+
+def _scratch(h: int, nkeys: int, m: int):
+    L = -(-128 * h // LIMB)
+    return np.empty((L, nkeys)), np.empty(nkeys), np.empty((nkeys, m), np.int32)
+
+
+# -- kernels ----------------------------------------------------------------------------------
+
+@njit(cache=True)
+def pack_labels(d, q, k, Q, out):
+    """``d (N, n)`` digits -> ``out (N, 2)`` packed 128-bit integers."""
+    n = d.shape[1]
+    for i in range(d.shape[0]):
+        lo, hi = _pack1(d[i], n, q, k, Q)
+        out[i, 0] = lo
+        out[i, 1] = hi
+
+
+@njit(cache=True)
+def pack_all_colours(a0, delta, E, p, k, Q, w0, w1, out):
+    """Keys ``a0[w] + x*delta[w // E]`` for every ``x`` in ``Z_p``, wires ``w0 <= w < w1``,
+    packed into ``out[(w - w0) * p + colour]`` (colour ``= a0[w, 0] + x mod p``)."""
+    n = a0.shape[1]
+    cur = np.empty(n, np.int64)
+    for w in range(w0, w1):
+        b = w // E
+        for i in range(n):
+            cur[i] = a0[w, i]
+        base = (w - w0) * p
+        r = a0[w, 0]
+        for x in range(p):
+            lo, hi = _pack1(cur, n, p, k, Q)
+            out[base + r, 0] = lo
+            out[base + r, 1] = hi
+            r += 1
+            if r == p:
+                r = 0
+            for i in range(n):
+                v = cur[i] + delta[b, i]
+                if v >= p:
+                    v -= p
+                cur[i] = v
+
+
+@njit(cache=True)
+def tweak_xor(y, gid, elem0, rep, role, h, out):
+    """``out[i, j] = tweak(gid, elem0 + i // rep, role, j) ^ y[i]`` for ``i < len(y)``."""
+    for i in range(y.shape[0]):
+        base = ((elem0 + i // rep) << 6) | (role << 3)
+        for j in range(h):
+            out[i, j, 0] = (base | j) ^ y[i, 0]
+            out[i, j, 1] = gid ^ y[i, 1]
+
+
+@njit(cache=True)
+def tweak_xor_elems(y, gid, elem, role, h, out):
+    """As :func:`tweak_xor` with explicit element indices ``elem[i]``."""
+    for i in range(y.shape[0]):
+        base = (elem[i] << 6) | (role << 3)
+        for j in range(h):
+            out[i, j, 0] = (base | j) ^ y[i, 0]
+            out[i, j, 1] = gid ^ y[i, 1]
+
+
+@njit(cache=True)
+def expand_pads(y, z, h, q, m, k, D, tops, F, R, pad, out):
+    """Every pad as ``m`` digits mod q into ``out (N, m)``."""
+    N = y.shape[0]
+    B = pad.shape[0]
+    for i0 in range(0, N, B):
+        nk = min(B, N - i0)
+        _expand_block(y, z, i0, nk, h, q, m, k, D, tops, F, R, pad)
+        for i in range(nk):
+            for j in range(m):
+                out[i0 + i, j] = pad[i, j]
+
+
+@njit(cache=True)
+def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, c0,
+                rows):
+    """Projection rows and output zero labels for wires ``w0 <= w < w1``; pads of wire ``w``
+    and colour ``r`` at ``(w - w0) * p + r`` in ``y, z``; ``f(x) = table[w * tw, x]``."""
+    nq = dq.shape[1]
+    bw = max(1, pad.shape[0] // p)
+    qq = q * q
+    for v0 in range(w0, w1, bw):
+        v1 = min(w1, v0 + bw)
+        _expand_block(y, z, (v0 - w0) * p, (v1 - v0) * p, h, q, nq, k, D, tops, F, R, pad)
+        for w in range(v0, v1):
+            b = w // E
+            s = a0[w, 0]
+            ti = w * tw
+            base = (w - v0) * p
+            x0 = 0 if s == 0 else p - s
+            f0 = table[ti, x0]
+            for j in range(nq):
+                c0[w, j] = _md(q + qq - pad[base, j] - f0 * dq[b, j], q, M)
+            for r in range(1, p):
+                x = r - s
+                if x < 0:
+                    x += p
+                f = table[ti, x]
+                for j in range(nq):
+                    rows[w, r - 1, j] = _md(pad[base + r, j] + c0[w, j] + f * dq[b, j], q, M)
+
+
+@njit(cache=True)
+def proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows, out):
+    """Active output labels ``row[colour - 1] - pad`` (row 0 is all zeros)."""
+    nq = out.shape[1]
+    bw = pad.shape[0]
+    for v0 in range(w0, w1, bw):
+        v1 = min(w1, v0 + bw)
+        _expand_block(y, z, v0 - w0, v1 - v0, h, q, nq, k, D, tops, F, R, pad)
+        for w in range(v0, v1):
+            c = a[w, 0]
+            i = w - v0
+            if c == 0:
+                for j in range(nq):
+                    out[w, j] = _md(q - pad[i, j], q, M)
+            else:
+                for j in range(nq):
+                    out[w, j] = _md(rows[w, c - 1, j] + q - pad[i, j], q, M)
+
+
+@njit(cache=True)
+def mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, out0, rows_e,
+                 digits):
+    """Evaluator half of the mixed half gate (see :mod:`dashc.runtime.gates`); pads of wire
+    ``w`` and colour ``s`` of ``y`` at ``(w - w0) * q + s``."""
+    n_p = a0.shape[1]
+    m = n_p + 1
+    zz = np.empty(n_p, np.int64)
+    pp = p * p
+    bw = max(1, pad.shape[0] // q)
+    for v0 in range(w0, w1, bw):
+        v1 = min(w1, v0 + bw)
+        _expand_block(y, z, (v0 - w0) * q, (v1 - v0) * q, h, p, m, k, D, tops, F, R, pad)
+        for w in range(v0, v1):
+            sb = b0[w, 0]
+            rr = r[w]
+            base = (w - v0) * q
+            y0 = 0 if sb == 0 else q - sb
+            c = (y0 + rr) % p
+            digits[w, 0] = _md(c + pad[base, 0], p, M)
+            for j in range(n_p):
+                zz[j] = _md(c * a0[w, j] + p - pad[base, 1 + j], p, M)
+                out0[w, j] = _md(zz[j] + p - g0[w, j], p, M)
+            for s in range(1, q):
+                ys = s - sb
+                if ys < 0:
+                    ys += q
+                c = (ys + rr) % p
+                digits[w, s] = _md(c + pad[base + s, 0], p, M)
+                for j in range(n_p):
+                    rows_e[w, s - 1, j] = _md(zz[j] + pp - c * a0[w, j] + pad[base + s, 1 + j],
+                                              p, M)
+
+
+@njit(cache=True)
+def mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, digits, out):
+    """Active label of ``x*y``: ``c*a + (row_s - P) - g`` with ``c = digits[s] - pad_0``."""
+    n_p = a.shape[1]
+    m = n_p + 1
+    p2 = 2 * p
+    bw = pad.shape[0]
+    for v0 in range(w0, w1, bw):
+        v1 = min(w1, v0 + bw)
+        _expand_block(y, z, v0 - w0, v1 - v0, h, p, m, k, D, tops, F, R, pad)
+        for w in range(v0, v1):
+            i = w - v0
+            s = b[w, 0]
+            c = _md(digits[w, s] + p - pad[i, 0], p, M)
+            if s == 0:
+                for j in range(n_p):
+                    out[w, j] = _md(c * a[w, j] + p2 - pad[i, 1 + j] - g[w, j], p, M)
+            else:
+                for j in range(n_p):
+                    out[w, j] = _md(c * a[w, j] + rows_e[w, s - 1, j] + p2 - pad[i, 1 + j]
+                                    - g[w, j], p, M)
+
+
+# -- AES driver ------------------------------------------------------------------------------
+
+class BlockHasher:
+    """``y = pi(x)``, ``z_j = pi(y ^ tweak_j)`` through OpenSSL on reused buffers."""
+
+    def __init__(self, key: bytes = FIXED_KEY):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        self._enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def buffer(self, name: str, words: int) -> np.ndarray:
+        """A reusable int64 buffer of at least ``words + 2`` entries (OpenSSL may need one
+        block of slack in its output)."""
+        buf = self._bufs.get(name)
+        if buf is None or buf.shape[0] < words + 2:
+            buf = np.empty(max(words + 2, 2 * (0 if buf is None else buf.shape[0])), np.int64)
+            self._bufs[name] = buf
+        return buf
+
+    def encrypt(self, src: np.ndarray, name: str) -> np.ndarray:
+        """AES of the int64 pairs in ``src`` (C-contiguous) into buffer ``name``; a view of
+        ``src``'s shape."""
+        out = self.buffer(name, src.size)
+        self._enc.update_into(memoryview(src).cast("B"), memoryview(out).cast("B"))
+        return out[:src.size].reshape(src.shape)
+
+    def hash(self, x: np.ndarray, gid: int, elem0: int, rep: int, role: int, h: int,
+             elem: np.ndarray | None = None):
+        """``(y, z)`` for packed keys ``x (N, 2)``: ``y = pi(x)``, ``z[i, j] = pi(y[i] ^ t)``
+        with ``t`` the tweak of element ``elem0 + i // rep`` (or ``elem[i]``)."""
+        y = self.encrypt(x, "y")
+        t = self.buffer("t", y.shape[0] * h * 2)[:y.shape[0] * h * 2].reshape(-1, h, 2)
+        if elem is None:
+            tweak_xor(y, gid, elem0, rep, role, h, t)
+        else:
+            tweak_xor_elems(y, gid, elem, role, h, t)
+        return y, self.encrypt(t, "z")
+
+
+# -- gate drivers (numpy in, numpy out) ----------------------------------------------------
+
+_HASHER: BlockHasher | None = None
+
+
+def block_hasher() -> BlockHasher:
+    global _HASHER
+    if _HASHER is None:
+        _HASHER = BlockHasher()
+    return _HASHER
+
+
+def _step(keys_per_wire: int, h: int) -> int:
+    """Wires per chunk: about CHUNK_BLOCKS AES blocks."""
+    return max(1, CHUNK_BLOCKS // (keys_per_wire * (1 + h)))
+
+
+def _keys(n: int) -> np.ndarray:
+    return block_hasher().buffer("x", 2 * n)[:2 * n].reshape(n, 2)
+
+
+def hash_labels(keys: np.ndarray, q_in: int, gid: int, elem: np.ndarray, role: int,
+                q_out: int, m: int, h: int) -> np.ndarray:
+    """``(N, m)`` int64 pads of the labels ``keys (N, n(q_in))`` (the tweakable hash)."""
+    N = keys.shape[0]
+    out = np.empty((N, m), np.int64)
+    k, D, tops = expand_consts(q_out, m, h)
+    kp, Qp = pack_consts(q_in)
+    F, R, pad = _scratch(h, KEY_BLOCK, m)
+    step = max(1, CHUNK_BLOCKS // (1 + h))
+    for i0 in range(0, N, step):
+        i1 = min(N, i0 + step)
+        x = _keys(i1 - i0)
+        pack_labels(keys[i0:i1], q_in, kp, Qp, x)
+        y, z = block_hasher().hash(x, gid, 0, 1, role, h, elem[i0:i1])
+        expand_pads(y, z, h, q_out, m, k, D, tops, F, R, pad, out[i0:i1])
+    return out
+
+
+def garble_proj(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, q: int,
+                delta_q: np.ndarray, table: np.ndarray, gid: int, role: int, h: int,
+                rows_dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``a0 (W, n(p))`` zero labels (wire ``w`` in batch element ``w // E``), ``table``
+    ``(p,)`` or ``(W, p)`` -> (output zero labels ``(W, n(q))`` int64, rows
+    ``(W, p - 1, n(q))`` of ``rows_dtype``)."""
+    W = a0.shape[0]
+    nq = delta_q.shape[1]
+    c0 = np.empty((W, nq), np.int64)
+    rows = np.empty((W, p - 1, nq), rows_dtype)
+    k, D, tops = expand_consts(q, nq, h)
+    kp, Qp = pack_consts(p)
+    table = np.ascontiguousarray(table, dtype=np.int64)
+    tw = 1 if table.ndim == 2 else 0
+    table = table.reshape(-1, p)
+    M = barrett(q, q * q + 2 * q)
+    F, R, pad = _scratch(h, max(p, KEY_BLOCK // p * p), nq)
+    step = _step(p, h)
+    for w0 in range(0, W, step):
+        w1 = min(W, w0 + step)
+        x = _keys((w1 - w0) * p)
+        pack_all_colours(a0, delta_p, E, p, kp, Qp, w0, w1, x)
+        y, z = block_hasher().hash(x, gid, w0, p, role, h)
+        proj_garble(a0, table, tw, delta_q, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1,
+                    c0, rows)
+    return c0, rows
+
+
+def eval_proj(a: np.ndarray, p: int, q: int, rows: np.ndarray, gid: int, role: int,
+              h: int) -> np.ndarray:
+    """Active labels ``a (W, n(p))``, rows ``(W, p - 1, n(q))`` -> ``(W, n(q))`` int64."""
+    W = a.shape[0]
+    nq = rows.shape[2]
+    out = np.empty((W, nq), np.int64)
+    k, D, tops = expand_consts(q, nq, h)
+    kp, Qp = pack_consts(p)
+    M = barrett(q, 2 * q)
+    F, R, pad = _scratch(h, KEY_BLOCK, nq)
+    step = _step(1, h)
+    for w0 in range(0, W, step):
+        w1 = min(W, w0 + step)
+        x = _keys(w1 - w0)
+        pack_labels(a[w0:w1], p, kp, Qp, x)
+        y, z = block_hasher().hash(x, gid, w0, 1, role, h)
+        proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows, out)
+    return out
+
+
+def garble_mixed_half(a0: np.ndarray, b0: np.ndarray, E: int, p: int, q: int,
+                      delta_q: np.ndarray, r: np.ndarray, g0: np.ndarray, gid: int, h: int,
+                      rows_dtype):
+    """The evaluator half of the mixed half gate (role 1): (output zero labels, rows
+    ``(W, q - 1, n(p))``, digits ``(W, q)``)."""
+    W, n_p = a0.shape
+    out0 = np.empty((W, n_p), np.int64)
+    rows_e = np.empty((W, q - 1, n_p), rows_dtype)
+    digits = np.empty((W, q), rows_dtype)
+    k, D, tops = expand_consts(p, n_p + 1, h)
+    kq, Qq = pack_consts(q)
+    M = barrett(p, 2 * p * p + 2 * p)
+    F, R, pad = _scratch(h, max(q, KEY_BLOCK // q * q), n_p + 1)
+    step = _step(q, h)
+    for w0 in range(0, W, step):
+        w1 = min(W, w0 + step)
+        x = _keys((w1 - w0) * q)
+        pack_all_colours(b0, delta_q, E, q, kq, Qq, w0, w1, x)
+        y, z = block_hasher().hash(x, gid, w0, q, 1, h)
+        mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, out0,
+                     rows_e, digits)
+    return out0, rows_e, digits
+
+
+def eval_mixed_half(a: np.ndarray, b: np.ndarray, g: np.ndarray, p: int, q: int,
+                    rows_e: np.ndarray, digits: np.ndarray, gid: int, h: int) -> np.ndarray:
+    """Active label of ``x*y`` from the garbler half's result ``g`` and the evaluator half."""
+    W, n_p = a.shape
+    out = np.empty((W, n_p), np.int64)
+    k, D, tops = expand_consts(p, n_p + 1, h)
+    kq, Qq = pack_consts(q)
+    M = barrett(p, p * p + 4 * p)
+    F, R, pad = _scratch(h, KEY_BLOCK, n_p + 1)
+    step = _step(1, h)
+    for w0 in range(0, W, step):
+        w1 = min(W, w0 + step)
+        x = _keys(w1 - w0)
+        pack_labels(b[w0:w1], q, kq, Qq, x)
+        y, z = block_hasher().hash(x, gid, w0, 1, 1, h)
+        mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, digits, out)
+    return out
