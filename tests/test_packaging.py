@@ -5,7 +5,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["dashc", "dashc/frontend", "dashc/runtime", "dashc/models", "dashc/calibration"]
+SUBPACKAGES = ["dashc", "dashc/frontend", "dashc/net", "dashc/runtime", "dashc/models", "dashc/calibration"]
 
 
 def test_wheel_contains_every_subpackage(tmp_path):
