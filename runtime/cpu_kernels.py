@@ -82,8 +82,10 @@ def expand_consts(q: int, m: int, h: int) -> tuple:
 # -- inner helpers (inlined by LLVM) -------------------------------------------------------
 
 @njit(cache=True, inline="always")
-def _pack1(d, n, q, k, Q):
-    """Digits ``d[0:n]`` mod q -> the 128-bit integer sum d_i q^i as (low, high) int64."""
+def _pack1(d, n, k, Q, pw):
+    """Digits ``d[0:n]`` -> the 128-bit integer sum d_i q^i as (low, high) int64; chunks of
+    ``k`` digits are dot products with ``pw = (1, q, .., q^(k-1))`` (independent multiplies),
+    combined by Horner's rule with ``Q = q^k`` on 32-bit limbs."""
     nch = (n + k - 1) // k
     l0 = 0
     l1 = 0
@@ -93,8 +95,8 @@ def _pack1(d, n, q, k, Q):
         s = c * k
         e = min(n, s + k)
         ch = 0
-        for i in range(e - 1, s - 1, -1):
-            ch = ch * q + d[i]
+        for i in range(s, e):
+            ch += d[i] * pw[i - s]
         t = l0 * Q + ch
         l0 = t & M32
         cr = t >> 32
@@ -199,8 +201,12 @@ def _scratch(h: int, nkeys: int, m: int):
 def pack_labels(d, q, k, Q, out):
     """``d (N, n)`` digits -> ``out (N, 2)`` packed 128-bit integers."""
     n = d.shape[1]
+    pw = np.empty(k, np.int64)
+    pw[0] = 1
+    for i in range(1, k):
+        pw[i] = pw[i - 1] * q
     for i in range(d.shape[0]):
-        lo, hi = _pack1(d[i], n, q, k, Q)
+        lo, hi = _pack1(d[i], n, k, Q, pw)
         out[i, 0] = lo
         out[i, 1] = hi
 
@@ -211,6 +217,10 @@ def pack_all_colours(a0, delta, E, p, k, Q, w0, w1, out):
     packed into ``out[(w - w0) * p + colour]`` (colour ``= a0[w, 0] + x mod p``)."""
     n = a0.shape[1]
     cur = np.empty(n, np.int64)
+    pw = np.empty(k, np.int64)
+    pw[0] = 1
+    for i in range(1, k):
+        pw[i] = pw[i - 1] * p
     for w in range(w0, w1):
         b = w // E
         for i in range(n):
@@ -218,7 +228,7 @@ def pack_all_colours(a0, delta, E, p, k, Q, w0, w1, out):
         base = (w - w0) * p
         r = a0[w, 0]
         for x in range(p):
-            lo, hi = _pack1(cur, n, p, k, Q)
+            lo, hi = _pack1(cur, n, k, Q, pw)
             out[base + r, 0] = lo
             out[base + r, 1] = hi
             r += 1
