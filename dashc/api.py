@@ -198,3 +198,119 @@ def eval_plan(plan, data, limit: int | None = None, *, batch: int = 16, device: 
     x = check_input(x, plan.input_node.shape, "data")
     progress(f"evaluating {len(x)} samples garbled, in batches of {batch}")
     return run(plan, x, y, batch=batch, device=device, progress=progress)
+
+
+# -- two parties over the network -------------------------------------------------------------
+def _address(server: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> (host, port)."""
+    from .errors import UsageError
+
+    host, sep, port = str(server).rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"server address {server!r} is not HOST:PORT (e.g. 10.0.0.5:7000)")
+    return host, int(port)
+
+
+def _limits(max_message, max_upload, timeout):
+    from .errors import UsageError
+    from .net.protocol import Limits
+
+    kw = {}
+    if max_message is not None:
+        kw["max_message"] = int(max_message)
+    if max_upload is not None:
+        kw["max_upload"] = int(max_upload)
+    if timeout is not None:
+        kw.update(read_timeout=float(timeout), reply_timeout=float(timeout))
+    try:
+        limits = Limits(**kw)
+        if max_message is not None:  # keep chunks inside a smaller message limit
+            limits = Limits(**{**kw, "chunk": min(limits.chunk, limits.max_message // 2)})
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return limits
+
+
+def serve(plan, host: str = "127.0.0.1", port: int = 0, *, store=None,
+          max_message: int | None = None, max_upload: int | None = None,
+          timeout: float | None = None, device: str = "cpu", ready=None,
+          progress: Progress | None = _stderr) -> dict:
+    """Evaluator: serve garbled evaluations of ``plan`` on ``host:port`` until SIGINT or
+    SIGTERM.  ``ready(host, port)`` is called once listening (port 0 picks a free port);
+    ``store`` is the directory for uploaded tables (default: a temporary one)."""
+    import asyncio
+    import signal
+
+    from .net.server import run_server
+
+    progress = progress or _quiet
+    plan = _plan(plan)
+    limits = _limits(max_message, max_upload, timeout)
+    info: dict = {}
+
+    def on_ready(h, p):
+        info.update(host=h, port=p)
+        progress(f"evaluator listening on {h}:{p} (plan {len(plan.nodes)} nodes, moduli "
+                 f"{plan.moduli})")
+        if ready is not None:
+            ready(h, p)
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread: the caller stops the loop
+        return await run_server(plan, host, port, on_ready, stop=stop, limits=limits,
+                                store_dir=store, device=device, log=progress)
+
+    try:
+        server = asyncio.run(main())
+    except OSError as e:
+        from .net.errors import NetworkError
+        raise NetworkError(f"cannot listen on {host}:{port} ({e.strerror})") from None
+    progress(f"evaluator stopped after {server.served} inference(s)")
+    return {**info, "served": server.served}
+
+
+def infer(plan, server: str, data, limit: int | None = None, *, pool: int = 16,
+          offset: int = 0, retries: int = 0, retry_wait: float = 1.0,
+          max_message: int | None = None, timeout: float | None = None, device: str = "cpu",
+          data_dir=None, progress: Progress | None = _stderr) -> dict:
+    """Garbler client: private inference of ``data`` on the evaluator at ``server``
+    (``HOST:PORT``).  Circuits are garbled and uploaded ``pool`` at a time (offline); each
+    inference is one request and one response (online), every output label authenticated."""
+    import asyncio
+
+    from .calibration import check_input
+    from .compiler import encode_input
+    from .errors import UsageError
+    from .net.client import run_inferences
+
+    progress = progress or _quiet
+    if int(pool) < 1:
+        raise UsageError(f"--pool must be at least 1, got {pool}")
+    host, port = _address(server)
+    limits = _limits(max_message, None, timeout)
+    plan = _plan(plan)
+    x, y = load_data(data, data_dir, limit=None if limit is None else offset + limit)
+    x, y = x[offset:], (None if y is None else y[offset:])
+    if len(x) == 0:
+        raise DataError(f"no samples left from offset {offset}")
+    x = check_input(x, plan.input_node.shape, "data")
+    xi = encode_input(plan, x)
+    progress(f"inferring {len(x)} samples on {host}:{port}, {pool} circuit(s) garbled ahead")
+    session = asyncio.run(run_inferences(plan, host, port, xi, pool=int(pool), limits=limits,
+                                         retries=int(retries), retry_wait=float(retry_wait),
+                                         device=device, progress=progress))
+    logits = np.stack(session.logits).reshape(len(x), -1)
+    classes = logits.argmax(1)
+    out = session.summary()
+    out.update(server=f"{host}:{port}", offset=int(offset),
+               accuracy=None if y is None else float((classes == y[:len(x)]).mean()),
+               classes=classes.tolist(), logits_int=logits.tolist(),
+               logits=(logits * plan.output_scale).tolist())
+    return out

@@ -256,5 +256,76 @@ def eval_cmd(plan, data, limit, batch, device, data_dir, json_path):
         sys.exit(IntegrityError.exit_code)
 
 
+# -- two parties over the network -------------------------------------------------------------
+@main.command("serve")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=7000, show_default=True,
+              help="TCP port (0 picks a free one).")
+@click.option("--port-file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the port actually bound to this file.")
+@click.option("--store", type=click.Path(file_okay=False), default=None,
+              help="Directory for uploaded tables (default: a temporary one).")
+@click.option("--max-message", type=click.IntRange(min=1024), default=None,
+              help="Largest message accepted, in bytes (default 8 MiB).")
+@click.option("--max-upload", type=click.IntRange(min=1), default=None,
+              help="Largest garbled tables of one circuit, in bytes (default 4 GiB).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds allowed to finish a message once it started (default 30).")
+@DEVICE
+@JSON_OUT
+@handles_errors
+def serve_cmd(plan, host, port, port_file, store, max_message, max_upload, timeout, device,
+              json_path):
+    """Evaluator: serve garbled evaluations of PLAN until interrupted."""
+
+    def ready(h, p):
+        click.echo(f"listening on {h}:{p}")
+        sys.stdout.flush()
+        if port_file:
+            Path(port_file).write_text(f"{p}\n")
+
+    res = api.serve(plan, host, port, store=store, max_message=max_message,
+                    max_upload=max_upload, timeout=timeout, device=device, ready=ready,
+                    progress=progress)
+    write_json(json_path, res)
+
+
+@main.command("infer")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--server", required=True, help="The evaluator's address, HOST:PORT.")
+@click.option("--data", required=True, help="Inputs: .npz or built-in name.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First sample to use.")
+@click.option("--pool", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Circuits garbled and uploaded ahead of the inferences they serve.")
+@click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Reconnect this often after a network failure (fresh circuits each time).")
+@click.option("--retry-wait", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds between reconnection attempts.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds to wait for a reply (default 600).")
+@DEVICE
+@DATA_DIR
+@JSON_OUT
+@handles_errors
+def infer_cmd(plan, server, data, limit, offset, pool, retries, retry_wait, timeout, device,
+              data_dir, json_path):
+    """Garbler client: private inference of DATA on the evaluator at --server."""
+    res = api.infer(plan, server, data, limit, pool=pool, offset=offset, retries=retries,
+                    retry_wait=retry_wait, timeout=timeout, device=device, data_dir=data_dir,
+                    progress=progress)
+    for i, c in enumerate(res["classes"]):
+        click.echo(f"{offset + i}: class {c}")
+    progress(f"n={res['n']}  accuracy {pct(res['accuracy'])}  offline "
+             f"{res['offline_bytes']} B ({res['offline_bytes_per_inference']} B per "
+             f"inference)  online request {res['online_request_bytes']} B, response "
+             f"{res['online_response_bytes']} B, median latency "
+             f"{res['online_latency_s'] * 1e3:.1f} ms")
+    write_json(json_path, res)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
