@@ -17,24 +17,34 @@ Conventions
 
 Ops and their exact integer semantics (``PlainBackend`` is the executable definition):
 
-=========  ======================================================================
-INPUT      the encoded input, shape (C, H, W) or (F,); no inputs
-DENSE      y = x @ weight.T + bias; weight [out, in], bias [out] (optional)
-CONV       2-D convolution, weight [O, C, kh, kw], bias [O] (optional);
-           attrs ``stride`` (sh, sw), ``pads`` (top, left, bottom, right), zero padding
-SUMPOOL    window sums (average pooling times the window area); attrs ``kernel``,
-           ``stride``, ``pads`` (zero padding)
-RESHAPE    attrs ``shape`` (new shape without batch axis), row-major
-ADD        y = a + b, two inputs of the same shape
-CMUL       y = factor * x, attrs ``factor`` (int)
-RELU       y = max(x, 0)
-SIGN       y = +1 if x >= 0 else -1
-RESCALE    y = floor((x + divisor // 2) / divisor); attrs ``divisor`` (a modulus of the
-           base); i.e. round half up (``ceil(x/2)`` for divisor 2)
-MAXPOOL    window maxima; attrs ``kernel``, ``stride``, ``pads`` (padded cells hold
-           ``pad_value``, an int attr, default 0 and only used when pads are non-zero)
-OUTPUT     marks the plan output (logits); one input
-=========  ======================================================================
+=============  ======================================================================
+INPUT          the encoded input, shape (C, H, W) or (F,); no inputs
+DENSE          y = x @ weight.T + bias; weight [out, in], bias [out] (optional)
+CONV           2-D convolution, weight [O, C, kh, kw], bias [O] (optional);
+               attrs ``stride`` (sh, sw), ``pads`` (top, left, bottom, right), zero padding
+SUMPOOL        window sums (average pooling times the window area); attrs ``kernel``,
+               ``stride``, ``pads`` (zero padding)
+RESHAPE        attrs ``shape`` (new shape without batch axis), row-major
+ADD            y = a + b, two inputs of the same shape
+CMUL           y = factor * x, attrs ``factor`` (int)
+RELU           y = max(x, 0)
+SIGN           y = +1 if x >= 0 else -1
+RESCALE        y = floor((x + divisor // 2) / divisor), i.e. round half up (``ceil(x/2)``
+               for divisor 2); attrs ``divisor``: a product of distinct moduli of the base
+               that leaves at least one out (one mixed-radix conversion whatever their
+               number), optional ``method`` (``"extend"``, default, or ``"sign"`` for
+               divisor 2).  The input must lie in
+               ``dashc.runtime.gadgets.rescale_input_range(moduli, divisor)``: all of Z_M
+               when M / divisor is odd, else ``x + divisor // 2 < M/2``
+RELU_RESCALE   y = max(floor((x + divisor // 2) / divisor), 0), RELU after RESCALE in one
+               gadget (the two commute); attrs ``divisor`` as for RESCALE; input range
+               ``rescale_input_range(moduli, divisor, relu=True)``: as RESCALE when 2 is in
+               the base and not in the divisor, else about ``M/(2p)`` short of ``-M/2``
+               (``p`` the largest modulus outside the divisor)
+MAXPOOL        window maxima; attrs ``kernel``, ``stride``, ``pads`` (padded cells hold
+               ``pad_value``, an int attr, default 0 and only used when pads are non-zero)
+OUTPUT         marks the plan output (logits); one input
+=============  ======================================================================
 """
 from __future__ import annotations
 
@@ -57,6 +67,7 @@ class Op(str, enum.Enum):
     RELU = "relu"
     SIGN = "sign"
     RESCALE = "rescale"
+    RELU_RESCALE = "relu_rescale"
     MAXPOOL = "maxpool"
     OUTPUT = "output"
 

@@ -323,13 +323,15 @@ def predict(plan: Plan) -> Prediction:
     return pred
 
 
-GADGETS = ("sign_bit", "relu", "sign", "rescale", "base_extend", "max", "maxpool")
+GADGETS = ("sign_bit", "relu", "sign", "rescale", "relu_rescale", "base_extend", "max",
+           "maxpool")
 
 
 def gadget_cost(name: str, moduli: Sequence[int], **attrs) -> int:
     """Ciphertexts per element of one gadget in base ``moduli``, measured by a shape-only run.
 
-    ``rescale`` takes ``divisor`` (and ``method``); ``base_extend`` takes ``target``
+    ``rescale`` takes ``divisor`` (a product of distinct moduli, and ``method``);
+    ``relu_rescale`` takes ``divisor``; ``base_extend`` takes ``target``
     (the source is ``moduli``); ``maxpool`` takes ``kernel`` (per output element)."""
     moduli = tuple(int(q) for q in moduli)
     bk = CountingBackend(ShapeBackend(batch=1))
@@ -342,6 +344,8 @@ def gadget_cost(name: str, moduli: Sequence[int], **attrs) -> int:
         gadgets.sign(bk, x)
     elif name == "rescale":
         gadgets.rescale(bk, x, int(attrs["divisor"]), method=attrs.get("method", "extend"))
+    elif name == "relu_rescale":
+        gadgets.relu_rescale(bk, x, int(attrs["divisor"]))
     elif name == "base_extend":
         gadgets.base_extend(bk, x, moduli, int(attrs["target"]))
     elif name == "max":

@@ -104,6 +104,11 @@ def k_rescale(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
                            method=node.attr("method", "extend"))
 
 
+def k_relu_rescale(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
+    return gadgets.relu_rescale(bk, inputs[0], int(node.attr("divisor")),
+                                bound=_input_bound(plan, node))
+
+
 def k_maxpool(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
     kernel = _ints(node.attr("kernel"), 2, "kernel", node)
     stride = _ints(node.attr("stride", kernel), 2, "stride", node)
@@ -130,6 +135,7 @@ KERNELS: dict[Op, Kernel] = {
     Op.RELU: k_relu,
     Op.SIGN: k_sign,
     Op.RESCALE: k_rescale,
+    Op.RELU_RESCALE: k_relu_rescale,
     Op.MAXPOOL: k_maxpool,
     Op.OUTPUT: k_output,
 }

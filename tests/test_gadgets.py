@@ -2,6 +2,7 @@
 sampled with boundaries for large ones; costs from the shape-only counter."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -77,11 +78,11 @@ def test_mrc_digits_are_garner(moduli):
 @pytest.mark.parametrize("moduli", ALL)
 def test_rescale_rounds_half_up_for_every_divisor(moduli):
     for d in moduli:
-        hi = gadgets.rescale_input_max(moduli, d)
-        xi = domain(moduli, hi=hi, n_random=3000, seed=d)
-        bk, (x,) = run(moduli, xi)
-        want = torch.div(xi + d // 2, d, rounding_mode="floor")
         for method in ("extend", "sign") if d == 2 else ("extend",):
+            hi = gadgets.rescale_input_max(moduli, d, method)
+            xi = domain(moduli, hi=hi, n_random=3000, seed=d)
+            bk, (x,) = run(moduli, xi)
+            want = torch.div(xi + d // 2, d, rounding_mode="floor")
             y = gadgets.rescale(bk, x, d, method=method)
             assert y.moduli == tuple(moduli)
             assert torch.equal(to_signed(y), want), (d, method)
@@ -100,6 +101,103 @@ def test_rescale_input_range_is_tight():
         assert y[1] != (top + 1 + d // 2) // d
 
 
+def _subsets(moduli, skip_two=False):
+    qs = sorted(q for q in moduli if not (skip_two and q == 2))
+    for r in range(1, len(qs) + 1):
+        for s in itertools.combinations(qs, r):
+            if len(s) < len(moduli):
+                yield s
+
+
+def _closed_form(xi, d, relu):
+    y = torch.div(xi + d // 2, d, rounding_mode="floor")
+    return y.clamp(min=0) if relu else y
+
+
+COMPOSITE_SMALL = [(2, 3, 5, 7), (3, 5, 7), (7, 2, 5, 3), (5, 7, 11), (2, 3, 5, 7, 11),
+                   (3, 5, 7, 11)]
+
+
+@pytest.mark.parametrize("moduli", COMPOSITE_SMALL)
+def test_composite_rescale_exhaustive(moduli):
+    """Every divisor that is a product of distinct moduli (2 included), plain and fused
+    with a ReLU, on every input of its exact range; one step beyond either end of a range
+    narrower than Z_M comes out wrong, so the ranges are tight."""
+    lo_m, hi_m = crt.signed_range(moduli)
+    xi = torch.arange(lo_m, hi_m + 1).reshape(1, -1)
+    bk, (x,) = run(moduli, xi)
+    for s in _subsets(moduli):
+        d = math.prod(s)
+        for relu in (False, True):
+            lo, hi = gadgets.rescale_input_range(moduli, d, relu)
+            assert lo_m <= lo <= 0 <= hi <= hi_m
+            y = to_signed(gadgets.rescale(bk, x, d, relu=relu))
+            assert y.shape == xi.shape
+            inside = (xi >= lo) & (xi <= hi)
+            want = _closed_form(xi, d, relu)
+            assert torch.equal(y[inside], want[inside]), (s, relu)
+            if lo > lo_m:
+                assert y[0, lo - 1 - lo_m] != want[0, lo - 1 - lo_m], (s, relu, "low end")
+            if hi < hi_m:
+                assert y[0, hi + 1 - lo_m] != want[0, hi + 1 - lo_m], (s, relu, "high end")
+            if relu:
+                assert torch.equal(to_signed(gadgets.relu_rescale(bk, x, d)), y)
+
+
+def test_composite_rescale_ranges():
+    """The documented ranges: whole Z_M when M/d is odd, d // 2 short at the top with 2
+    outside the divisor, about M/(2p) short at the bottom for a fused ReLU with M/d odd."""
+    P = crt.first_primes(8)
+    lo, hi = crt.signed_range(P)
+    d = 19 * 17 * 13
+    assert gadgets.rescale_input_range(P, d) == (lo, hi - d // 2)
+    assert gadgets.rescale_input_range(P, d, relu=True) == (lo, hi - d // 2)
+    assert gadgets.rescale_input_range(P, 2 * d) == (lo, hi)
+    odd = (31, 101, 103, 107)
+    lo, hi = crt.signed_range(odd)
+    M = math.prod(odd)
+    assert gadgets.rescale_input_range(odd, 31) == (lo, hi)
+    assert gadgets.rescale_input_range(odd, 31 * 103) == (lo, hi)
+    assert gadgets.rescale_input_range(odd, 31, relu=True) == (-(15 + 53 * M // 107), hi)
+    assert gadgets.rescale_input_range(odd, 107, relu=True) == (-(53 + 51 * M // 103), hi)
+    assert gadgets.rescale_input_range(P, 2, method="sign") == crt.signed_range(P)[:1] + (
+        crt.signed_range(P)[1] - 1,)
+
+
+@pytest.mark.parametrize("moduli,divisors", [
+    (crt.first_primes(8), (19 * 17 * 13, 3 * 7 * 11 * 17, 3, 19, 2 * 5 * 7, 3 * 5 * 7 * 11 * 13 * 17)),
+    ((31, 101, 103, 107), (31, 101, 107, 31 * 101, 31 * 103 * 107, 101 * 103 * 107)),
+    ((37, 167, 173), (37, 173, 37 * 167)),
+    ((2, 167, 173), (167, 173, 2 * 173)),
+])
+def test_composite_rescale_large_bases(moduli, divisors):
+    for d in divisors:
+        for relu in (False, True):
+            lo, hi = gadgets.rescale_input_range(moduli, d, relu)
+            xi = domain(moduli, lo=lo, hi=hi, n_random=3000, seed=d % 1000)
+            extra = torch.tensor([[k * d + e for k in (-3, -1, 0, 1, 2) for e in
+                                   (-d // 2 - 1, -d // 2, -(d // 2) + 1, d // 2 - 1, d // 2,
+                                    d // 2 + 1)]])
+            xi = torch.cat([xi, extra[(extra >= lo) & (extra <= hi)].reshape(1, -1)], 1)
+            bk, (x,) = run(moduli, xi)
+            y = gadgets.rescale(bk, x, d, bound=max(-lo, 0) if -lo <= hi else None,
+                                relu=relu)
+            assert torch.equal(to_signed(y), _closed_form(xi, d, relu)), (d, relu)
+
+
+def test_relu_rescale_commutes_with_relu_then_rescale():
+    """relu(rescale(x)) == rescale(relu(x)) == relu_rescale(x) on a small base."""
+    moduli = (2, 3, 5, 7, 11)
+    for s in _subsets(moduli, skip_two=True):
+        d = math.prod(s)
+        lo, hi = gadgets.rescale_input_range(moduli, d, True)
+        xi = torch.arange(lo, hi + 1).reshape(1, -1)
+        bk, (x,) = run(moduli, xi)
+        fused = to_signed(gadgets.relu_rescale(bk, x, d))
+        assert torch.equal(fused, to_signed(gadgets.relu(bk, gadgets.rescale(bk, x, d))))
+        assert torch.equal(fused, to_signed(gadgets.rescale(bk, gadgets.relu(bk, x), d)))
+
+
 def test_repeated_halving_is_ceil():
     moduli = crt.first_primes(8)
     xi = domain(moduli, n_random=3000)
@@ -114,10 +212,15 @@ def test_repeated_halving_is_ceil():
 def test_rescale_errors():
     moduli = (2, 3, 5, 7)
     bk, (x,) = run(moduli, torch.zeros(1, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="not a modulus"):
-        gadgets.rescale(bk, x, 11)
+    for bad in (11, 4, 9, 22, 1, 0, -3):
+        with pytest.raises(ValueError, match="not a product of distinct moduli"):
+            gadgets.rescale(bk, x, bad)
+    with pytest.raises(ValueError, match="uses every modulus"):
+        gadgets.rescale(bk, x, 210)
     with pytest.raises(ValueError, match="divides by 2 only"):
         gadgets.rescale(bk, x, 3, method="sign")
+    with pytest.raises(ValueError, match="without a ReLU"):
+        gadgets.rescale(bk, x, 2, method="sign", relu=True)
     with pytest.raises(ValueError, match="unknown rescale method"):
         gadgets.rescale(bk, x, 3, method="magic")
     with pytest.raises(ValueError, match="input bound"):
@@ -223,13 +326,33 @@ def test_costs_first_8_primes(capsys):
     assert gadget_cost("rescale", P, divisor=2) == 201
     assert gadget_cost("rescale", P, divisor=2, method="sign") == 201
     assert gadget_cost("base_extend", P[1:], target=2) == gadgets.base_extend_cost(P[1:])
+    d = 19 * 17 * 13
+    assert gadget_cost("rescale", P, divisor=d) == gadgets.rescale_cost(P, d) == 363
+    assert gadget_cost("relu_rescale", P, divisor=d) == gadgets.rescale_cost(P, d, relu=True)
+    assert gadget_cost("relu_rescale", P, divisor=d) == 458
+    separate = gadget_cost("rescale", P, divisor=d) + gadget_cost("relu", P)
+    chain = sum(gadget_cost("rescale", P, divisor=q) for q in (13, 17, 19))
+    assert chain == 733 and separate == 634
     odd = (37, 167, 173)
     assert gadget_cost("sign_bit", odd) == gadgets.sign_bit_cost(odd) == 612
     with capsys.disabled():
         print(f"\n  k=8 first primes: sign_bit {sign}, relu {gadget_cost('relu', P)}, "
               f"rescale/2 {gadget_cost('rescale', P, divisor=2)}; (37,167,173): "
               f"sign_bit {gadget_cost('sign_bit', odd)}, relu {gadget_cost('relu', odd)}, "
-              f"rescale/37 {gadget_cost('rescale', odd, divisor=37)}")
+              f"rescale/37 {gadget_cost('rescale', odd, divisor=37)}\n"
+              f"  k=8 first primes, d=19*17*13: relu_rescale "
+              f"{gadget_cost('relu_rescale', P, divisor=d)}, rescale+relu {separate}, "
+              f"chain of single-prime rescales + relu {chain + gadget_cost('relu', P)}")
+    b = (31, 101, 103, 107)
+    for d in (31, 101, 31 * 101):
+        fused = gadget_cost("relu_rescale", b, divisor=d)
+        resc = gadget_cost("rescale", b, divisor=d)
+        assert fused == gadgets.rescale_cost(b, d, relu=True)
+        assert resc == gadgets.rescale_cost(b, d)
+        assert fused < resc + gadget_cost("relu", b)
+        with capsys.disabled():
+            print(f"  {b}, d={d}: relu_rescale {fused}, rescale {resc}, "
+                  f"rescale+relu {resc + gadget_cost('relu', b)}")
 
 
 @pytest.mark.parametrize("moduli", [(2, 3, 5, 7), (5, 7, 11), (37, 167, 173)])
@@ -237,7 +360,10 @@ def test_plain_and_shape_runs_agree_on_gates(moduli):
     """Gadgets branch on moduli and shapes only: a value-carrying run and a shape-only run
     consume the same gates."""
     xi = domain(moduli, n_random=50)[:, :40].reshape(1, 5, 8)
-    for fn in (gadgets.relu, gadgets.sign, lambda bk, x: gadgets.rescale(bk, x, moduli[-1])):
+    d = math.prod(sorted(q for q in moduli if q != 2)[-2:])
+    for fn in (gadgets.relu, gadgets.sign, lambda bk, x: gadgets.rescale(bk, x, moduli[-1]),
+               lambda bk, x: gadgets.relu_rescale(bk, x, d),
+               lambda bk, x: gadgets.rescale(bk, x, d)):
         plain = CountingBackend(PlainBackend([xi]))
         fn(plain, plain.input(moduli, tuple(xi.shape)))
         shape = shape_cost(fn, moduli, shape=tuple(xi.shape))

@@ -109,10 +109,29 @@ def test_sign_family(moduli, name):
 def test_rescale_every_divisor(moduli):
     divisors = moduli if len(moduli) < 5 else (2, 3, max(moduli))
     for d in divisors:
-        xi = inputs(moduli, hi=gadgets.rescale_input_max(moduli, d), seed=d)
         for method in ("extend", "sign") if d == 2 else ("extend",):
+            xi = inputs(moduli, hi=gadgets.rescale_input_max(moduli, d, method), seed=d)
             got = check(lambda bk, x: gadgets.rescale(bk, x, d, method=method), moduli, xi)
             assert torch.equal(got, torch.div(xi + d // 2, d, rounding_mode="floor"))
+
+
+COMPOSITE = [((2, 3, 5, 7), (15, 35, 6)), ((3, 5, 7), (15, 21)), ((5, 7, 11), (77, 5)),
+             ((2, 3, 5, 7, 11), (3 * 7 * 11,)),
+             ((31, 101, 103, 107), (31, 31 * 101, 107)),
+             (crt.first_primes(8), (19 * 17 * 13,))]
+
+
+@pytest.mark.parametrize("moduli,divisors", COMPOSITE)
+def test_composite_rescale_and_relu_rescale(moduli, divisors):
+    """Divisors that are products of several moduli, plain and fused with a ReLU: whole
+    range for small bases, boundaries and samples for large ones."""
+    for d in divisors:
+        for relu in (False, True):
+            lo, hi = gadgets.rescale_input_range(moduli, d, relu)
+            xi = inputs(moduli, hi=hi, seed=d % 997).clamp(min=lo)
+            got = check(lambda bk, x: gadgets.rescale(bk, x, d, relu=relu), moduli, xi)
+            want = torch.div(xi + d // 2, d, rounding_mode="floor")
+            assert torch.equal(got, want.clamp(min=0) if relu else want), (d, relu)
 
 
 @pytest.mark.parametrize("source,target", [((3, 5, 7), 11), ((167, 173), 37), ((2, 3, 5), 7)])
