@@ -32,6 +32,7 @@ from dashc.runtime.tables import TableWriter
 from . import protocol as P
 from . import wire
 from .errors import NetworkError, ProtocolError
+from .exclusive import RUNTIME
 from .server import plan_digest
 
 Progress = Callable[[str], None]
@@ -49,11 +50,12 @@ class Circuit:
 
 def garble_circuit(plan: Plan, device: str = "cpu") -> Circuit:
     """A fresh circuit of ``plan`` for one inference."""
-    t0 = time.perf_counter()
-    buf = io.BytesIO()
-    with TableWriter(buf) as writer:
-        garbler = Garbler(1, writer, device=device)
-        execute.run(plan, garbler)
+    with RUNTIME:
+        t0 = time.perf_counter()
+        buf = io.BytesIO()
+        with TableWriter(buf) as writer:
+            garbler = Garbler(1, writer, device=device)
+            execute.run(plan, garbler)
     return Circuit(pysecrets.token_hex(16), garbler, buf.getvalue(),
                    time.perf_counter() - t0)
 

@@ -4,7 +4,8 @@ It holds the public plan, the garbled tables it was sent and, during a request, 
 nothing from which a global offset or a zero label follows.  Connections are served
 concurrently by one asyncio loop; evaluations run one at a time in a worker thread (one
 evaluation already keeps the cores busy through torch, and the runtime's hash keeps
-per-process buffers), so uploads and requests of other clients keep flowing meanwhile.
+per-process buffers: :mod:`dashc.net.exclusive`), so uploads and requests of other clients
+keep flowing meanwhile.
 
 Every protocol error (malformed, oversized, truncated, wrong version, damaged, replayed,
 unknown circuit) is answered with an ERROR frame, after which that connection alone is
@@ -33,6 +34,7 @@ from dashc.runtime.tables import TableReader
 from . import protocol as P
 from . import wire
 from .errors import NetworkError, ProtocolError
+from .exclusive import RUNTIME
 
 Log = Callable[[str], None]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -285,7 +287,7 @@ class EvaluatorServer:
 
     def _evaluate(self, tables: Path, labels):
         try:
-            with open(tables, "rb") as f:
+            with RUNTIME, open(tables, "rb") as f:
                 reader = TableReader(f)
                 out = execute.run(self.plan, Evaluator(labels, reader, device=self.device),
                                   batch=1)
