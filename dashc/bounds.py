@@ -14,6 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
+from . import crt
 from .ir import Node, Op
 
 Interval = tuple[int, int]
@@ -65,10 +66,11 @@ def step(node: Node, inputs: list[Interval], tensors: Mapping[str, np.ndarray]) 
         return max(lo, 0), max(hi, 0)
     if op is Op.SIGN:
         return -1, 1
-    if op is Op.RESCALE:
+    if op in (Op.RESCALE, Op.RELU_RESCALE):
         d = int(node.attr("divisor"))
         lo, hi = inputs[0]
-        return _floor_div(lo + d // 2, d), _floor_div(hi + d // 2, d)
+        lo, hi = _floor_div(lo + d // 2, d), _floor_div(hi + d // 2, d)
+        return (max(lo, 0), max(hi, 0)) if op is Op.RELU_RESCALE else (lo, hi)
     if op is Op.MAXPOOL:
         lo, hi = inputs[0]
         if any(node.attr("pads", (0, 0, 0, 0))):
@@ -116,13 +118,50 @@ def magnitude(interval: Interval) -> int:
     return max(abs(interval[0]), abs(interval[1]))
 
 
+RESCALE_OPS = (Op.RESCALE, Op.RELU_RESCALE)
+
+
 def requirement(nodes: list[Node], intervals: Mapping[str, Interval]) -> int:
     """The largest ``|value|`` the base must represent, including the ``d // 2`` headroom a
-    rescale by ``d`` needs on its input."""
+    rescale by ``d`` needs on its input and twice the input of a max pooling (it subtracts
+    two values).  A summary: :func:`base_violations` is the exact test for a given base."""
     need = 0
     for node in nodes:
         need = max(need, magnitude(intervals[node.name]))
-        if node.op is Op.RESCALE:
+        if node.op in RESCALE_OPS:
             src = intervals[node.inputs[0]]
             need = max(need, src[1] + int(node.attr("divisor")) // 2, -src[0])
+        if node.op is Op.MAXPOOL:
+            need = max(need, 2 * magnitude(intervals[node.inputs[0]]))
     return need
+
+
+def base_violations(nodes: list[Node], intervals: Mapping[str, Interval],
+                    moduli: tuple[int, ...]) -> list[str]:
+    """Why the base ``moduli`` cannot hold the plan (empty when it can), on the symmetric
+    bounds ``|value| <= magnitude`` that the plan records: every value in the signed
+    range, every rescale input within the range on which its gadget is exact, every max
+    pooling input within ``M/4``."""
+    from .runtime import gadgets
+
+    lo_m, hi_m = crt.signed_range(moduli)
+    M = math.prod(moduli)
+    out = []
+    for node in nodes:
+        b = magnitude(intervals[node.name])
+        if b > hi_m or -b < lo_m:
+            out.append(f"{node.name}: |value| <= {b} exceeds the signed range of M")
+        if node.op in RESCALE_OPS:
+            b = magnitude(intervals[node.inputs[0]])
+            try:
+                lo, hi = gadgets.rescale_input_range(moduli, int(node.attr("divisor")),
+                                                     node.op is Op.RELU_RESCALE,
+                                                     node.attr("method", "extend"))
+            except ValueError as e:
+                out.append(f"{node.name}: {e}")
+                continue
+            if b > hi or -b < lo:
+                out.append(f"{node.name}: input |x| <= {b} outside [{lo}, {hi}]")
+        if node.op is Op.MAXPOOL and 4 * magnitude(intervals[node.inputs[0]]) > M:
+            out.append(f"{node.name}: max pooling input exceeds M/4")
+    return out

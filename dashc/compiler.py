@@ -81,8 +81,8 @@ def calibrate(imported: Imported, x: np.ndarray, cfg: Config, progress: Progress
 
 
 def _build(imported: Imported, ranges, cfg: Config, meta: dict):
-    low = lower.lower_graph(imported.graph, ranges.tensors, cfg, quantize.divisors_of(cfg))
-    return spec.verify(lower.build_plan(low, cfg, imported.float_model, meta))
+    return spec.verify(lower.build_plan(imported.graph, ranges.tensors, cfg,
+                                        imported.float_model, meta))
 
 
 def float_logits(float_model: bytes, x: np.ndarray) -> np.ndarray:

@@ -1,14 +1,18 @@
 """Float graph + calibrated ranges -> integer plan nodes, bounds and the CRT base.
 
-:func:`lower_graph` fixes every scale and rescale point (see :mod:`dashc.quantize`);
-:func:`build_plan` then bounds every node (:mod:`dashc.bounds`), picks the base and returns
-the :class:`~dashc.ir.Plan`.
+The base and the rescale divisors depend on each other: a divisor is a product of moduli
+of the base (:func:`dashc.quantize.choose_divisor`), and the base must hold the bounds
+that the divisors produce.  :func:`build_plan` therefore lowers the graph once per
+candidate base (:func:`dashc.quantize.candidate_bases`), bounds every node
+(:mod:`dashc.bounds`) and keeps the smallest base that holds them
+(:func:`dashc.bounds.base_violations`).  :func:`lower_graph` fixes every scale and
+rescale for one base.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -26,7 +30,7 @@ class Lowered:
     input_scale: float
     input_clip: tuple[int, int]
     output_scale: float
-    divisors: tuple[int, ...]
+    base: tuple[int, ...]
     #: calibrated range of a node's value in integer units (float range / scale)
     seen: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: IR node -> float tensor it stands for
@@ -35,8 +39,10 @@ class Lowered:
 
 class _Builder:
     def __init__(self, graph: FloatGraph, ranges: Mapping[str, tuple[float, float]],
-                 cfg: Config, divisors: tuple[int, ...]):
-        self.graph, self.ranges, self.cfg, self.divisors = graph, ranges, cfg, divisors
+                 cfg: Config, base: tuple[int, ...], weights: dict | None = None):
+        self.graph, self.ranges, self.cfg, self.base = graph, ranges, cfg, base
+        self.weights = {} if weights is None else weights  # float node -> (int weight, scale)
+        self.fused: dict[str, tuple[str, float]] = {}  # float ReLU -> its fused rescale
         self.nodes: list[Node] = []
         self.tensors: dict[str, np.ndarray] = {}
         self.value: dict[str, tuple[str, float]] = {}  # float tensor -> (IR node, scale)
@@ -56,26 +62,38 @@ class _Builder:
         return max(abs(lo), abs(hi))
 
     def requantize(self, f: FloatNode, name: str, scale: float) -> tuple[str, float]:
-        """Append the rescale chain that brings ``f``'s value back to ``act_bits`` bits."""
+        """Append the rescale that brings ``f``'s value back to ``act_bits`` bits: one
+        RESCALE by a product of moduli of the base, or a RELU_RESCALE standing for the
+        ReLU when that ReLU is ``f``'s only consumer."""
         consumers = self.graph.consumers(f.name)
         if f.name == self.graph.output or (consumers and all(c.kind == "sign"
                                                              for c in consumers)):
             return name, scale
         top = (1 << (self.cfg.act_bits - 1)) - 1
         ratio = self.magnitude(f.name) / (scale * top)
-        for i, d in enumerate(quantize.rescale_chain(ratio, self.divisors)):
-            scale *= d
-            name = self.emit(Node(f"{f.name}/rescale{i}", Op.RESCALE, (name,), f.shape,
-                                  {"divisor": int(d)}, scale=scale))
-        if name != f.name:
-            lo, hi = self.ranges.get(f.name, (0.0, 0.0))
-            self.seen[name] = (lo / scale, hi / scale)
-            self.origin[name] = f.name
+        relu = consumers[0] if len(consumers) == 1 and consumers[0].kind == "relu" else None
+        d = quantize.choose_divisor(ratio, self.base, relu is not None)
+        if d == 1:
+            return name, scale
+        scale *= d
+        if relu is not None:
+            name = self.emit(Node(relu.name, Op.RELU_RESCALE, (name,), f.shape,
+                                  {"divisor": int(d)}, scale=scale), relu.name)
+            self.fused[relu.name] = (name, scale)
+            return name, scale
+        name = self.emit(Node(f"{f.name}/rescale", Op.RESCALE, (name,), f.shape,
+                              {"divisor": int(d)}, scale=scale))
+        lo, hi = self.ranges.get(f.name, (0.0, 0.0))
+        self.seen[name] = (lo / scale, hi / scale)
+        self.origin[name] = f.name
         return name, scale
 
     def layer(self, f: FloatNode) -> tuple[str, float]:
         x, sx = self.value[f.inputs[0]]
-        w, sw = quantize.integer_weights(f.params["weight"], self.cfg.weight_bits)
+        if f.name not in self.weights:
+            self.weights[f.name] = quantize.integer_weights(f.params["weight"],
+                                                            self.cfg.weight_bits)
+        w, sw = self.weights[f.name]
         scale = sx * sw
         self.tensors[f"{f.name}.weight"] = w
         self.tensors[f"{f.name}.bias"] = np.round(f.params["bias"] / scale).astype(np.int64)
@@ -108,6 +126,8 @@ class _Builder:
         if f.kind == "add":
             return self.add(f)
         x, sx = self.value[f.inputs[0]]
+        if f.kind == "relu" and f.name in self.fused:
+            return self.fused[f.name]
         if f.kind == "relu":
             return self.emit(Node(f.name, Op.RELU, (x,), f.shape, {}, scale=sx), f.name), sx
         if f.kind == "sign":
@@ -140,65 +160,119 @@ class _Builder:
         out_shape = self.graph.node(self.graph.output).shape
         self.emit(Node("output", Op.OUTPUT, (out,), out_shape, {}, scale=scale))
         return Lowered(self.nodes, self.tensors, self.input_scale, self.input_clip, scale,
-                       self.divisors, self.seen, self.origin)
+                       self.base, self.seen, self.origin)
 
 
 def lower_graph(graph: FloatGraph, ranges: Mapping[str, tuple[float, float]], cfg: Config,
-                divisors: tuple[int, ...]) -> Lowered:
-    return _Builder(graph, ranges, cfg, divisors).run()
+                base: tuple[int, ...], weights: dict | None = None) -> Lowered:
+    """Lower ``graph`` for the CRT base ``base`` (its rescale divisors are products of
+    moduli of ``base``).  ``weights`` caches the integer weights across calls."""
+    return _Builder(graph, ranges, cfg, tuple(int(q) for q in base), weights).run()
 
 
-def _base(cfg: Config, need: int, divisors: tuple[int, ...]) -> tuple[int, ...] | None:
-    if cfg.moduli:
-        base = tuple(int(q) for q in cfg.moduli)
-        return base if quantize.fits(base, need) else None
-    if cfg.strategy == "dash":
-        return quantize.dash_base(need)
-    return quantize.redash_base(need, cfg.scale_prime)
+@dataclass
+class _Candidate:
+    low: Lowered
+    worst: dict
+    cal: dict
+
+    def intervals(self, mode: str) -> dict:
+        return self.worst if mode == "worst-case" else self.cal
+
+    def fits(self, mode: str) -> bool:
+        return not bounds.base_violations(self.low.nodes, self.intervals(mode), self.low.base)
 
 
-def build_plan(low: Lowered, cfg: Config, float_model: bytes = b"",
-               meta: Mapping | None = None) -> Plan:
-    """Bound every node, choose the base and the bound mode, return the plan."""
-    nodes = list(low.nodes)
-    used = sorted({int(n.attr("divisor")) for n in nodes if n.op is Op.RESCALE})
-    if cfg.moduli and set(used) - set(cfg.moduli):
-        raise UsageError(f"moduli {tuple(cfg.moduli)} lack the rescale divisor(s) "
-                         f"{sorted(set(used) - set(cfg.moduli))}")
-    worst = bounds.worst_case(nodes, low.tensors, low.input_clip)
-    cal = bounds.calibrated(nodes, low.tensors, low.input_clip, low.seen, cfg.margin, worst)
-    need_w, need_c = bounds.requirement(nodes, worst), bounds.requirement(nodes, cal)
-    base_w, base_c = _base(cfg, need_w, low.divisors), _base(cfg, need_c, low.divisors)
-    if cfg.bound == "worst" or (cfg.bound == "auto" and base_w is not None and (
-            base_c is None or len(base_w) <= len(base_c) + cfg.extra_moduli)):
-        mode, intervals, base, need = "worst-case", worst, base_w, need_w
+class _Search:
+    """Lowers and bounds the graph once per base tried (memoized)."""
+
+    def __init__(self, graph: FloatGraph, ranges, cfg: Config):
+        self.graph, self.ranges, self.cfg = graph, ranges, cfg
+        self.weights: dict = {}
+        self.tried: dict[tuple[int, ...], _Candidate] = {}
+
+    def candidate(self, base: tuple[int, ...]) -> _Candidate:
+        if base not in self.tried:
+            low = lower_graph(self.graph, self.ranges, self.cfg, base, self.weights)
+            worst = bounds.worst_case(low.nodes, low.tensors, low.input_clip)
+            cal = bounds.calibrated(low.nodes, low.tensors, low.input_clip, low.seen,
+                                    self.cfg.margin, worst)
+            self.tried[base] = _Candidate(low, worst, cal)
+        return self.tried[base]
+
+    def smallest(self, groups: list[list[tuple[int, ...]]], mode: str,
+                 max_len: int | None = None) -> _Candidate | None:
+        """The first base, in group order, that holds the bounds of ``mode``: within a
+        group (bases of one length by increasing product) the largest is tried first and
+        a bisection finds the smallest that fits."""
+        fits: Callable[[tuple[int, ...]], bool] = lambda b: self.candidate(b).fits(mode)
+        for group in groups:
+            if max_len is not None and len(group[0]) > max_len:
+                return None
+            if not fits(group[-1]):
+                continue
+            lo, hi = 0, len(group) - 1  # group[hi] fits
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if fits(group[mid]):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            return self.candidate(group[hi])
+        return None
+
+
+def build_plan(graph: FloatGraph, ranges: Mapping[str, tuple[float, float]], cfg: Config,
+               float_model: bytes = b"", meta: Mapping | None = None) -> Plan:
+    """Lower, bound, choose the base and the bound mode, return the plan."""
+    search = _Search(graph, ranges, cfg)
+    groups = quantize.candidate_bases(cfg)
+    cal = search.smallest(groups, "calibrated") if cfg.bound != "worst" else None
+    if cfg.bound == "calibrated":
+        worst = None
     else:
-        mode, intervals, base, need = "calibrated", cal, base_c, need_c
-    if base is None:
+        limit = None if cal is None or cfg.bound == "worst" else \
+            len(cal.low.base) + cfg.extra_moduli
+        worst = search.smallest(groups, "worst-case", limit)
+    if worst is not None:
+        mode, chosen = "worst-case", worst
+    else:
+        mode, chosen = "calibrated", cal
+    if chosen is None:
+        base = groups[-1][-1]
+        tried = search.candidate(base)
+        need = bounds.requirement(tried.low.nodes, tried.intervals(
+            "worst-case" if cfg.bound == "worst" else "calibrated"))
         where = f"moduli {tuple(cfg.moduli)}" if cfg.moduli else f"a {cfg.strategy} base"
-        raise UsageError(f"values up to {need} ({mode} bound) do not fit {where} below 2**62;"
-                         " lower --bits/--act-bits or pass larger --moduli")
+        mode_name = "worst-case" if cfg.bound == "worst" else "calibrated"
+        raise UsageError(f"values up to {need} ({mode_name} bound) do not fit {where} below "
+                         "2**62; lower --bits/--act-bits or pass larger --moduli")
+    low, intervals = chosen.low, chosen.intervals(mode)
+    nodes = list(low.nodes)
     # max pooling pads with the smallest value its input can take
     for i, n in enumerate(nodes):
         if n.op is Op.MAXPOOL and "pad_value" in n.attrs:
             nodes[i] = replace(n, attrs={**n.attrs,
                                          "pad_value": min(0, intervals[n.inputs[0]][0])})
     nodes = [replace(n, bound=bounds.magnitude(intervals[n.name])) for n in nodes]
+    rescales = [n for n in nodes if n.op in bounds.RESCALE_OPS]
     info = {
         "strategy": cfg.strategy,
         "bounds": mode,
-        "bound_required": int(need),
-        "bound_worst_case": int(need_w),
-        "bound_calibrated": int(need_c),
+        "bound_required": int(bounds.requirement(nodes, intervals)),
+        "bound_worst_case": int(bounds.requirement(nodes, chosen.worst)),
+        "bound_calibrated": int(bounds.requirement(nodes, chosen.cal)),
         "margin": cfg.margin if mode == "calibrated" else None,
         "config": cfg.to_dict(),
-        "rescale_divisors": used,
+        "rescale_divisors": sorted({int(n.attr("divisor")) for n in rescales}),
+        "fused_relu_rescales": sum(n.op is Op.RELU_RESCALE for n in rescales),
+        "bases_tried": len(search.tried),
         "origin": dict(low.origin),
         "seen": {k: [float(a), float(b)] for k, (a, b) in low.seen.items()},
     }
     info.update(meta or {})
-    crt.check_base(base)
-    return Plan(moduli=tuple(int(q) for q in base), nodes=tuple(nodes), tensors=low.tensors,
+    crt.check_base(low.base)
+    return Plan(moduli=low.base, nodes=tuple(nodes), tensors=low.tensors,
                 input_scale=float(low.input_scale),
                 input_clip=(int(low.input_clip[0]), int(low.input_clip[1])),
                 output_scale=float(low.output_scale), meta=info, float_model=float_model)

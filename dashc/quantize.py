@@ -5,21 +5,27 @@ Numbers flow as ``real = integer * scale``.  The input is encoded with
 own scale ``max|w| / (2^(bits-1) - 1)``; a layer's accumulator then has scale
 ``s_in * s_w`` and its bias is ``round(b / (s_in * s_w))``.  After every op that grows the
 integers (dense, conv, sum pooling, aligned add) the value is brought back to about
-``act_bits`` bits by a chain of RESCALE nodes whose divisors are moduli of the base and
-whose product is the largest not above ``calibrated max / (scale * 2^(act_bits-1))``.
+``act_bits`` bits by ONE rescale whose divisor is a product of distinct moduli of the base
+(:func:`choose_divisor`: the largest such product not above
+``calibrated max / (scale * (2^(act_bits-1) - 1))``, or the cheapest within a quarter bit
+below it), fused with the following ReLU where there is one.  With 2 in the base the
+divisor never contains 2: 2 is the sign modulus of the fused ReLU.
 
-Strategies (``Config.strategy``):
+Strategies (``Config.strategy``), each a list of candidate bases (:func:`candidate_bases`)
+from which the compiler takes the smallest that holds every bound:
 
-* ``dash``: the first primes 2, 3, 5, ...; every rescale divides by 2 (``/2^l`` after each
-  linear layer).
-* ``redash``: one scaling prime (``scale_prime``, 31 by default) plus as few large primes
-  (101..251) as the bounds need; rescales divide by the scaling prime.
+* ``dash``: the first primes 2, 3, 5, ...
+* ``redash``: one scaling prime (``scale_prime``, 31 by default) plus as few consecutive
+  large primes (101..251) as the bounds need.
 * ``auto``: tries dash and redash at several bit widths, keeps those whose simulated
   agreement with the float model on calibration data is within ``max_drop`` points, and
-  picks the cheapest by :func:`plan_cost` (ciphertexts plus weighted label digits).
+  picks the cheapest by :func:`dashc.report.plan_cost` (ciphertexts plus weighted label
+  digits).
 """
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -110,26 +116,39 @@ def integer_weights(w: np.ndarray, bits: int) -> tuple[np.ndarray, float]:
     return np.round(w / scale).astype(np.int64), scale
 
 
-def rescale_chain(ratio: float, divisors: Sequence[int], max_steps: int = 64) -> list[int]:
-    """Divisors (each a modulus of the base) with the largest product not above ``ratio``
-    (so at least ``act_bits`` bits remain), fewer steps winning ties; empty when
-    ``ratio < min(divisors)``."""
-    if ratio <= 1.0 or not divisors:
-        return []
-    target = math.log(ratio) + 1e-9
-    divs = sorted(set(int(d) for d in divisors))
-    best = (0.0, 0, ())
-    ranges = [range(0, min(max_steps, int(target / math.log(d))) + 1) for d in divs]
-    for counts in itertools.product(*ranges):
-        steps = sum(counts)
-        if steps == 0 or steps > max_steps:
-            continue
-        logp = sum(c * math.log(d) for c, d in zip(counts, divs))
-        if logp > target:
-            continue
-        if (round(logp, 9), -steps) > (round(best[0], 9), -best[1]):
-            best = (logp, steps, counts)
-    return [d for c, d in zip(best[2], divs) for _ in range(c)]
+def divisor_moduli(moduli: Sequence[int]) -> tuple[int, ...]:
+    """The moduli a rescale divisor may use: all but 2 (the sign modulus) when 2 is in the
+    base."""
+    moduli = tuple(int(q) for q in moduli)
+    return tuple(sorted(q for q in moduli if q != 2 or 2 not in moduli))
+
+
+@functools.lru_cache(maxsize=64)
+def _divisors(moduli: tuple[int, ...]) -> tuple[int, ...]:
+    """Products of the subsets of :func:`divisor_moduli` that leave a modulus of the base
+    out, ascending."""
+    allowed = divisor_moduli(moduli)
+    return tuple(sorted(math.prod(s) for r in range(1, len(allowed) + 1)
+                        for s in itertools.combinations(allowed, r) if len(s) < len(moduli)))
+
+
+def choose_divisor(ratio: float, moduli: Sequence[int], relu: bool = False,
+                   tolerance_bits: float = 0.25) -> int:
+    """The rescale divisor for a value ``ratio`` times too large: a product of distinct
+    moduli of the base (:func:`divisor_moduli`), the largest not above ``ratio`` (so at
+    least ``act_bits`` bits remain) or, among the products within ``tolerance_bits`` below
+    it, the one whose gadget (plain, or fused with a ReLU) costs fewest ciphertexts.  1 (no
+    rescale) when ``ratio`` is below every product."""
+    from .runtime import gadgets
+
+    moduli = tuple(int(q) for q in moduli)
+    divisors = _divisors(moduli)
+    i = bisect.bisect_right(divisors, ratio * (1 + 1e-12))
+    if i == 0:
+        return 1
+    best = divisors[i - 1]
+    near = [d for d in divisors[:i] if math.log2(best / d) <= tolerance_bits]
+    return min(near, key=lambda d: (gadgets.rescale_cost(moduli, d, relu=relu), -d))
 
 
 def align_factors(sa: float, sb: float, tol: float = 0.01, max_k: int = 256
@@ -158,36 +177,27 @@ def fits(moduli: Sequence[int], need: int) -> bool:
     return need <= hi and -need >= lo
 
 
-def dash_base(need: int) -> tuple[int, ...] | None:
-    for k in range(2, 16):
-        base = crt.first_primes(k)
-        if math.prod(base) >= crt.MAX_M:
-            return None
-        if fits(base, need):
-            return base
-    return None
-
-
-def redash_base(need: int, scale_prime: int) -> tuple[int, ...] | None:
-    larges = [p for p in LARGE_PRIMES if p != scale_prime]
-    for j in range(1, 8):
-        best = None
-        for i in range(len(larges) - j + 1):  # consecutive primes, smallest that fits
-            base = (scale_prime,) + tuple(larges[i:i + j])
+def candidate_bases(cfg: Config) -> list[list[tuple[int, ...]]]:
+    """The bases ``cfg`` allows, in groups of equal length (fewest moduli first), each
+    group by increasing product; the compiler takes the first that holds every bound."""
+    if cfg.moduli:
+        return [[tuple(int(q) for q in cfg.moduli)]]
+    groups: list[list[tuple[int, ...]]] = []
+    if cfg.strategy == "dash":
+        for k in range(2, 16):
+            base = crt.first_primes(k)
             if math.prod(base) >= crt.MAX_M:
                 break
-            if fits(base, need):
-                best = base
-                break
-        if best:
-            return best
-    return None
-
-
-def divisors_of(cfg: Config) -> tuple[int, ...]:
-    if cfg.strategy == "dash":
-        return (2,)
-    return (cfg.scale_prime,)
+            groups.append([base])
+        return groups
+    larges = [p for p in LARGE_PRIMES if p != cfg.scale_prime]
+    for j in range(1, 8):
+        group = [(cfg.scale_prime,) + tuple(larges[i:i + j])
+                 for i in range(len(larges) - j + 1)]
+        group = [b for b in group if math.prod(b) < crt.MAX_M]
+        if group:
+            groups.append(group)
+    return groups
 
 
 # -- costs ----------------------------------------------------------------------------------
@@ -207,6 +217,8 @@ def placeholder_gadget_cost(name: str, moduli: Sequence[int], **attrs) -> int:
         return gadgets.sign_bit_cost(moduli) + half
     if name == "rescale":
         return gadgets.rescale_cost(moduli, int(attrs["divisor"]))
+    if name == "relu_rescale":
+        return gadgets.rescale_cost(moduli, int(attrs["divisor"]), relu=True)
     if name == "max":
         return gadgets.sign_bit_cost(moduli) + half
     return 0

@@ -13,7 +13,9 @@ from typing import Any
 from . import quantize
 from .ir import FREE_OPS, Op, Plan
 
-_GADGET = {Op.RELU: "relu", Op.SIGN: "sign", Op.RESCALE: "rescale", Op.MAXPOOL: "max"}
+_GADGET = {Op.RELU: "relu", Op.SIGN: "sign", Op.RESCALE: "rescale",
+           Op.RELU_RESCALE: "relu_rescale", Op.MAXPOOL: "max"}
+_RESCALES = (Op.RESCALE, Op.RELU_RESCALE)
 
 
 def _macs(plan: Plan, node) -> int:
@@ -32,7 +34,7 @@ def _ciphertexts(plan: Plan, node, cost) -> int:
     elements = math.prod(node.shape)
     if node.op is Op.MAXPOOL:  # (area - 1) max gadgets per output
         return elements * (math.prod(node.attr("kernel")) - 1) * cost("max", plan.moduli)
-    attrs = {"divisor": int(node.attr("divisor"))} if node.op is Op.RESCALE else {}
+    attrs = {"divisor": int(node.attr("divisor"))} if node.op in _RESCALES else {}
     return elements * cost(name, plan.moduli, **attrs)
 
 
@@ -64,7 +66,7 @@ def layer_rows(plan: Plan) -> list[dict[str, Any]]:
             "scale": node.scale, "bound": int(node.bound),
             "bits": int(node.bound).bit_length() + 1,
             "seen": [round(rng[0], 3), round(rng[1], 3)] if rng else None,
-            "divisor": int(node.attr("divisor")) if node.op is Op.RESCALE else None,
+            "divisor": int(node.attr("divisor")) if node.op in _RESCALES else None,
             "ciphertexts": int(ct), "bytes": int(ct) * 16, "label_digits": int(macs),
         })
     return rows
@@ -99,13 +101,13 @@ def format_table(info: dict[str, Any]) -> str:
              f"strategy {info['strategy']}, bounds {info['bounds']}, input scale "
              f"{info['input_scale']:.6g} clip {tuple(info['input_clip'])}, output scale "
              f"{info['output_scale']:.6g}", ""]
-    head = f"{'node':<28} {'op':<8} {'shape':<14} {'bits':>4} {'div':>4} " \
+    head = f"{'node':<28} {'op':<12} {'shape':<14} {'bits':>4} {'div':>6} " \
            f"{'seen range':<22} {'ciphertexts':>12} {'label digits':>14}"
     lines += [head, "-" * len(head)]
     for r in info["layers"]:
         seen = f"[{r['seen'][0]:g}, {r['seen'][1]:g}]" if r["seen"] else ""
-        lines.append(f"{r['node'][:28]:<28} {r['op']:<8} {'×'.join(map(str, r['shape'])):<14} "
-                     f"{r['bits']:>4} {r['divisor'] or '':>4} {seen:<22} "
+        lines.append(f"{r['node'][:28]:<28} {r['op']:<12} {'×'.join(map(str, r['shape'])):<14} "
+                     f"{r['bits']:>4} {r['divisor'] or '':>6} {seen:<22} "
                      f"{r['ciphertexts']:>12,} {r['label_digits']:>14,}")
     t = info["totals"]
     lines += ["-" * len(head),

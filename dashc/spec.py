@@ -2,9 +2,9 @@
 
 Checked: the base (distinct primes, product below 2**62), unique names, topological order,
 one INPUT and one final OUTPUT, arity and attributes per op, output shapes recomputed from
-the inputs, integer weights of the right shape, rescale divisors in the base, and every
-node's bound representable (``bound < M/2``, plus the ``d // 2`` headroom a rescale input
-needs).  Any violation raises :class:`PlanFileError` naming the node.
+the inputs, integer weights of the right shape, rescale divisors that are products of
+distinct moduli of the base, and every node's bound representable (``bound < M/2``, and a
+rescale's input bound within the range on which its gadget is exact).  Any violation raises :class:`PlanFileError` naming the node.
 """
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import numpy as np
 from . import crt
 from .errors import PlanFileError
 from .ir import Node, Op, Plan
+from .runtime import gadgets
 
 ARITY = {Op.INPUT: 0, Op.ADD: 2}
+RESCALE_OPS = (Op.RESCALE, Op.RELU_RESCALE)
 WINDOW_OPS = (Op.SUMPOOL, Op.MAXPOOL)
 
 
@@ -101,10 +103,18 @@ def _expected_shape(plan: Plan, node: Node, ins: list[tuple[int, ...]]) -> tuple
         if not isinstance(f, (int, np.integer)) or isinstance(f, bool):
             raise _Fail(f"factor must be an integer, got {f!r}")
         return x
-    if op is Op.RESCALE:
+    if op in RESCALE_OPS:
         d = node.attrs.get("divisor")
-        if not isinstance(d, (int, np.integer)) or int(d) not in plan.moduli:
-            raise _Fail(f"divisor {d!r} is not a modulus of the base {plan.moduli}")
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
+            raise _Fail(f"divisor {d!r} is not an integer")
+        try:
+            gadgets.rescale_subset(plan.moduli, int(d))
+        except ValueError as e:
+            raise _Fail(str(e)) from None
+        method = node.attrs.get("method", "extend")
+        if method not in gadgets.RESCALE_METHODS or (method == "sign" and (
+                int(d) != 2 or op is Op.RELU_RESCALE)):
+            raise _Fail(f"rescale method {method!r} does not apply to divisor {d}")
         return x
     return x  # RELU, SIGN, OUTPUT
 
@@ -146,11 +156,14 @@ def verify(plan: Plan) -> Plan:
                 raise _Fail(f"bound {node.bound!r} must be a non-negative integer")
             if node.bound > hi_m or -node.bound < lo_m:
                 raise _Fail(f"bound {node.bound} does not fit the base (M = {plan.M})")
-            if node.op is Op.RESCALE:
-                need = by_name[node.inputs[0]].bound + int(node.attrs["divisor"]) // 2
-                if need > hi_m:
-                    raise _Fail(f"rescale input bound {need - int(node.attrs['divisor']) // 2}"
-                                f" plus {int(node.attrs['divisor']) // 2} exceeds M/2")
+            if node.op in RESCALE_OPS:
+                d, b = int(node.attrs["divisor"]), by_name[node.inputs[0]].bound
+                lo, hi = gadgets.rescale_input_range(plan.moduli, d,
+                                                     node.op is Op.RELU_RESCALE,
+                                                     node.attrs.get("method", "extend"))
+                if b > hi or -b < lo:
+                    raise _Fail(f"input bound {b} exceeds the range [{lo}, {hi}] on which "
+                                f"{node.op.value} by {d} is exact")
             if node.op is Op.INPUT:
                 lo, hi = plan.input_clip
                 if not lo <= hi or max(abs(lo), abs(hi)) > node.bound:

@@ -2,6 +2,8 @@
 bounds, and accuracy against the float model."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,8 @@ import torch
 from compiler_fixtures import MaxPadNet, ResidualNet, digits, seeded
 from dashc import compiler, crt, spec
 from dashc.ir import Op
-from dashc.quantize import Config, rescale_chain
+from dashc.quantize import Config, candidate_bases, choose_divisor, divisor_moduli
+from dashc.runtime import gadgets
 from dashc.runtime.execute import run_plain
 
 QUIET = {"progress": lambda m: None}
@@ -116,13 +119,13 @@ def test_strategies_use_prime_bases_and_base_divisors():
                                       calib_y=y[:64], **QUIET)
         plans[strategy] = plan
         assert all(crt.is_prime(q) for q in plan.moduli)
-        divs = {int(n.attr("divisor")) for n in plan.nodes if n.op is Op.RESCALE}
-        assert divs <= set(plan.moduli)
+        for n in plan.nodes:
+            if n.op in (Op.RESCALE, Op.RELU_RESCALE):
+                assert 2 not in gadgets.rescale_subset(plan.moduli, n.attr("divisor"))
         for key in ("source_sha256", "opset", "dashc_version", "strategy", "calibration",
                     "bounds", "cost_model"):
             assert key in plan.meta, key
-    assert 2 in plans["dash"].moduli
-    assert {int(n.attr("divisor")) for n in plans["dash"].nodes if n.op is Op.RESCALE} == {2}
+    assert plans["dash"].moduli == crt.first_primes(len(plans["dash"].moduli))
     assert plans["redash"].moduli[0] == 31 and min(plans["redash"].moduli[1:]) > 100
     chosen = plans["auto"].meta["auto"]
     assert len(chosen["candidates"]) >= 3 and plans["auto"].meta["strategy"].startswith("auto")
@@ -166,13 +169,55 @@ def test_calibrated_bounds_are_smaller_and_recorded():
     assert cal.M <= worst.M
 
 
-def test_rescale_chain_choice():
-    assert rescale_chain(1.0, (2,)) == []
-    assert rescale_chain(2 ** 10, (2,)) == [2] * 10
-    assert rescale_chain(31 * 31 * 1.2, (31,)) == [31, 31]
-    assert rescale_chain(31 * 30, (31,)) == [31]
-    assert rescale_chain(2 ** 10 - 1, (2,)) == [2] * 9
-    assert rescale_chain(3.0, (31,)) == []
+def test_divisor_choice():
+    P = crt.first_primes(8)
+    assert divisor_moduli(P) == P[1:]
+    assert divisor_moduli((31, 101, 103)) == (31, 101, 103)
+    assert choose_divisor(1.0, P) == 1 and choose_divisor(2.9, P) == 1
+    assert choose_divisor(3.0, P) == 3 and choose_divisor(14.9, P, tolerance_bits=0) == 13
+    assert choose_divisor(14.9, P) == 11  # a quarter bit below 13, and cheaper
+    assert choose_divisor(4200, P, tolerance_bits=0) == 19 * 17 * 13
+    assert choose_divisor(4198, P, tolerance_bits=0) == 3 * 7 * 11 * 17
+    for ratio in (7.5, 100.0, 4199.0, 5e4, 3e5):
+        for relu in (False, True):
+            d = choose_divisor(ratio, P, relu)
+            s = gadgets.rescale_subset(P, d)
+            assert 2 not in s and d <= ratio
+            exact = choose_divisor(ratio, P, relu, tolerance_bits=0)
+            assert exact <= ratio and math.log2(exact / d) <= 0.25
+            assert gadgets.rescale_cost(P, d, relu=relu) <= gadgets.rescale_cost(
+                P, exact, relu=relu)
+    # no 2 in the base: every modulus may divide, but never all of them
+    assert choose_divisor(31 * 101 * 1.01, (31, 101, 103)) == 31 * 101
+    assert choose_divisor(1e9, (31, 101, 103)) == 101 * 103
+
+
+def test_candidate_bases():
+    dash = candidate_bases(Config(strategy="dash"))
+    assert [g[0] for g in dash[:3]] == [(2, 3), (2, 3, 5), (2, 3, 5, 7)]
+    redash = candidate_bases(Config(strategy="redash", scale_prime=37))
+    assert all(b[0] == 37 and min(b[1:]) > 100 for g in redash for b in g)
+    assert [len(g[0]) for g in redash] == sorted(len(g[0]) for g in redash)
+    for g in redash:
+        assert [math.prod(b) for b in g] == sorted(math.prod(b) for b in g)
+    assert candidate_bases(Config(moduli=(31, 101))) == [[(31, 101)]]
+
+
+def test_one_fused_rescale_per_layer():
+    """Each linear layer followed by a ReLU gets one RELU_RESCALE whose divisor is a
+    product of base moduli without 2, and no separate RESCALE or RELU is left."""
+    module, shape, x = _paper("C", 24)
+    for strategy in ("dash", "redash"):
+        plan = compiler.compile_graph(compiler.load_model(module, input_shape=shape), x[:128],
+                                      Config(strategy=strategy), **QUIET)
+        ops = [n.op for n in plan.nodes]
+        assert ops.count(Op.RELU_RESCALE) == 2 and Op.RELU not in ops
+        assert Op.RESCALE not in ops
+        for n in plan.nodes:
+            if n.op is Op.RELU_RESCALE:
+                s = gadgets.rescale_subset(plan.moduli, n.attr("divisor"))
+                assert 2 not in s
+        assert plan.meta["fused_relu_rescales"] == 2
 
 
 @pytest.mark.slow

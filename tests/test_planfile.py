@@ -86,14 +86,39 @@ def test_verify_rejects_broken_plans(plan):
 
 
 def test_rescale_divisor_must_be_in_base(plan):
-    resc = [n for n in plan.nodes if n.op is Op.RESCALE]
-    assert resc and all(int(n.attr("divisor")) in plan.moduli for n in resc)
-    bad = _swap(plan, resc[0].name, attrs={"divisor": 4})
-    with pytest.raises(PlanFileError, match="divisor 4"):
-        spec.verify(bad)
-    huge = _swap(plan, resc[0].inputs[0], bound=(plan.M - 1) // 2)
-    with pytest.raises(PlanFileError, match="rescale input"):
+    from dashc.runtime import gadgets
+
+    resc = [n for n in plan.nodes if n.op in (Op.RESCALE, Op.RELU_RESCALE)]
+    assert resc and 2 in plan.moduli
+    for n in resc:
+        assert 2 not in gadgets.rescale_subset(plan.moduli, int(n.attr("divisor")))
+    for d in (4, 2 * 23, plan.M):
+        bad = _swap(plan, resc[0].name, attrs={"divisor": d})
+        with pytest.raises(PlanFileError, match=f"divisor {d}"):
+            spec.verify(bad)
+    with pytest.raises(PlanFileError, match="not an integer"):
+        spec.verify(_swap(plan, resc[0].name, attrs={"divisor": "15"}))
+    with pytest.raises(PlanFileError, match="method 'sign'"):
+        spec.verify(_swap(plan, resc[0].name, attrs={**resc[0].attrs, "method": "sign"}))
+    # with 2 outside the divisor, x + d // 2 must stay below M/2
+    d = int(resc[0].attr("divisor"))
+    hi = gadgets.rescale_input_range(plan.moduli, d)[1]
+    assert hi == (plan.M - 1) // 2 - d // 2
+    huge = _swap(plan, resc[0].inputs[0], bound=hi + 1)
+    with pytest.raises(PlanFileError, match="is exact"):
         spec.verify(huge)
+    spec.verify(_swap(plan, resc[0].inputs[0], bound=hi))
+
+
+def test_relu_rescale_round_trip(plan, tmp_path):
+    """A plan whose rescale is fused with a ReLU, composite divisor, survives the file."""
+    resc = next(n for n in plan.nodes if n.op is Op.RESCALE)
+    fused = _swap(plan, resc.name, op=Op.RELU_RESCALE)
+    back = planfile.load(planfile.save(fused, tmp_path / "f.plan"))
+    node = back.node(resc.name)
+    assert node.op is Op.RELU_RESCALE and node.attrs == resc.attrs
+    assert back.nodes == fused.nodes
+    assert planfile.dumps(back) == planfile.dumps(fused)
 
 
 def test_every_node_is_representable(plan):
