@@ -211,6 +211,10 @@ class GarblerClient:
         labels = circuit.garbler.encode([torch.as_tensor(np.asarray(xi, dtype=np.int64)[None])])
         lay, body = wire.pack(labels)
         request = P.encode(P.Msg.INFER, {"circuit": circuit.id, "labels": lay}, body)
+        limit = int(self.server_limits.get("max_message", len(request)))
+        if len(request) > limit:
+            raise ProtocolError(f"a request of {len(request)} bytes exceeds the server's "
+                                f"message limit of {limit} bytes", P.TOO_LARGE)
         t1 = time.perf_counter()
         try:
             await self._send(request)
