@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from . import compiler, planfile, report
-from .errors import DataError
+from .errors import DataError, UsageError
 from .ir import Plan
 from .quantize import Config
 
@@ -314,3 +314,41 @@ def infer(plan, server: str, data, limit: int | None = None, *, pool: int = 16,
                classes=classes.tolist(), logits_int=logits.tolist(),
                logits=(logits * plan.output_scale).tolist())
     return out
+
+
+def bench(model, *, batch: int = 1, device: str = "cpu", repeat: int = 3, calib=None,
+          strategy: str = "dash", data_dir=None, seed: int = 0,
+          progress: Progress | None = _stderr) -> dict:
+    """Per-layer and total garble/encode/evaluate/decode timings (``dashc bench``).
+
+    ``model`` is a plan file, an ``.onnx`` file (with ``calib``) or a zoo name; a zoo name
+    whose trained weights are not shipped is benchmarked with seeded random weights of the
+    same architecture (costs and timings do not depend on the weights' values)."""
+    import torch
+
+    from .bench import bench_plan
+    from .models import architectures, zoo
+
+    progress = progress or _quiet
+    source = str(model)
+    if isinstance(model, Plan) or (Path(str(model)).is_file()
+                                   and not str(model).endswith(".onnx")):
+        plan = _plan(model)
+    else:
+        name = str(model)
+        if zoo.is_zoo_name(name):
+            calib = calib or architectures.dataset_of(name)
+            if name not in zoo.available():
+                torch.manual_seed(seed)
+                net = architectures.he_init(architectures.build(name))
+                progress(f"{name}: no trained weights shipped, using seeded random weights")
+                source = f"{name} (random weights)"
+                model = net
+        if calib is None:
+            raise UsageError("an ONNX model needs --calib to be compiled for the benchmark")
+        shape = architectures.input_shape(name) if zoo.is_zoo_name(name) else None
+        plan = compile_model(model, calib, strategy=strategy, data_dir=data_dir, seed=seed,
+                             input_shape=shape, progress=progress)
+    res = bench_plan(plan, batch=batch, device=device, repeat=repeat, seed=seed,
+                     progress=progress)
+    return {"model": source, **res}

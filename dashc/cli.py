@@ -327,5 +327,43 @@ def infer_cmd(plan, server, data, limit, offset, pool, retries, retry_wait, time
     write_json(json_path, res)
 
 
+@main.command("bench")
+@click.argument("model")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Circuits garbled and evaluated together.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Measured runs after one warm-up (medians are reported).")
+@click.option("--calib", default=None, help="Calibration data for an .onnx MODEL.")
+@click.option("--strategy", type=click.Choice(["dash", "redash", "auto"]), default="dash",
+              show_default=True)
+@DEVICE
+@DATA_DIR
+@JSON_OUT
+@handles_errors
+def bench_cmd(model, batch, repeat, calib, strategy, device, data_dir, json_path):
+    """Benchmark MODEL (plan file, .onnx or zoo name): timings per layer and in total."""
+    res = api.bench(model, batch=batch, device=device, repeat=repeat, calib=calib,
+                    strategy=strategy, data_dir=data_dir, progress=progress)
+    click.echo(f"{res['model']}  batch {res['batch']}  {res['device']}  moduli "
+               f"{tuple(res['moduli'])}")
+    click.echo(f"{'layer':28s} {'op':13s} {'ciphertexts':>12s} {'garble ms':>10s} "
+               f"{'evaluate ms':>12s}")
+    for layer in res["layers"]:
+        click.echo(f"{layer['node'][-28:]:28s} {layer['op']:13s} {layer['ciphertexts']:12d} "
+                   f"{layer['garble_s'] * 1e3:10.2f} {layer['evaluate_s'] * 1e3:12.2f}")
+    ratio = res["aes_bound_ratio"]
+    click.echo(f"total: garble {res['garble_s']:.4f} s, encode {res['encode_s']:.4f} s, "
+               f"evaluate {res['evaluate_s']:.4f} s, decode {res['decode_s']:.4f} s "
+               f"(per batch of {res['batch']})")
+    click.echo(f"{res['ciphertexts']} ciphertexts, {res['table_bytes']} table bytes, peak "
+               f"memory {res['peak_memory_bytes'] / 2**20:.0f} MiB, AES bound "
+               f"{100 * ratio['garble']:.2f}% (garble) / {100 * ratio['evaluate']:.2f}% "
+               f"(evaluate) of {res['aes_blocks_per_s'] / 1e6:.0f} M blocks/s")
+    write_json(json_path, res)
+    if not res["exact_match"]:
+        click.echo("error: garbled logits differ from the simulation", err=True)
+        sys.exit(IntegrityError.exit_code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

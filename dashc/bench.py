@@ -1,0 +1,170 @@
+"""``dashc bench``: garble / encode / evaluate / decode timings per layer and in total.
+
+Each run garbles ``batch`` fresh circuits (tables streamed to a temporary file, as in
+deployment), encodes random valid inputs (gadgets never branch on values, so costs do not
+depend on them), evaluates and decodes, and checks the decoded logits against the
+simulation.  Reported figures are medians over ``repeat`` runs after one warm-up run (which
+also compiles the CPU kernels).  The raw fixed-key AES throughput is measured in the same
+process, and every phase is also given as the share of that bound its AES blocks represent.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .ir import Plan
+from .runtime import execute
+from .runtime.evaluator import Evaluator
+from .runtime.garbler import Garbler
+from .runtime.hashing import HASH
+from .runtime.tables import TableReader, TableWriter
+
+Progress = Callable[[str], None]
+
+
+class PeakRSS:
+    """Samples the process's resident set size in a background thread."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def current() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.current())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+def raw_aes_rate(blocks: int = 1 << 20, repeat: int = 5) -> float:
+    """Blocks per second of fixed-key AES-128-ECB through OpenSSL (CPU time, best run)."""
+    from .runtime.aes import OpenSSLAES
+
+    aes = OpenSSLAES()
+    data = np.random.default_rng(0).integers(0, 256, size=(blocks, 16), dtype=np.uint8)
+    buf = bytearray(data.size + 16)
+    best = float("inf")
+    for _ in range(repeat):
+        c0 = time.process_time()
+        aes.encrypt_into(data, buf)
+        best = min(best, time.process_time() - c0)
+    return blocks / best
+
+
+def _timed_run(plan: Plan, backend, batch: int) -> tuple[object, dict[str, float]]:
+    per_node: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def hook(node, _value):
+        now = time.perf_counter()
+        per_node[node.name] = per_node.get(node.name, 0.0) + now - last[0]
+        last[0] = now
+
+    out = execute.run(plan, backend, on_node=hook, batch=batch)
+    return out, per_node
+
+
+def one_run(plan: Plan, xi: torch.Tensor, device: str, workdir: str | None = None) -> dict:
+    batch = int(xi.shape[0])
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="dashc-bench-") as tmp:
+        path = Path(tmp) / "tables.dgt"
+        b0 = HASH.aes_blocks
+        t0 = time.perf_counter()
+        with TableWriter(path) as writer:
+            garbler = Garbler(batch, writer, device=device)
+            _, g_nodes = _timed_run(plan, garbler, batch)
+        t1 = time.perf_counter()
+        b1 = HASH.aes_blocks
+        inputs = garbler.encode([xi])
+        t2 = time.perf_counter()
+        reader = TableReader(path)
+        outputs, e_nodes = _timed_run(plan, Evaluator(inputs, reader, device=device), batch)
+        reader.finish()
+        t3 = time.perf_counter()
+        b2 = HASH.aes_blocks
+        (logits,) = garbler.decode([outputs])
+        t4 = time.perf_counter()
+        table_bytes = path.stat().st_size
+    return {"garble_s": t1 - t0, "encode_s": t2 - t1, "evaluate_s": t3 - t2,
+            "decode_s": t4 - t3, "garble_nodes": g_nodes, "evaluate_nodes": e_nodes,
+            "garble_aes_blocks": b1 - b0, "evaluate_aes_blocks": b2 - b1,
+            "table_bytes": table_bytes, "ciphertexts": writer.stats.ciphertexts,
+            "logits": logits}
+
+
+def bench_plan(plan: Plan, batch: int = 1, device: str = "cpu", repeat: int = 3,
+               seed: int = 0, progress: Progress | None = None) -> dict:
+    from .runtime.counter import predict
+
+    say = progress or (lambda _msg: None)
+    rng = np.random.default_rng(seed)
+    lo, hi = plan.input_clip
+    xi = torch.from_numpy(rng.integers(lo, hi + 1, size=(batch, *plan.input_node.shape)))
+    expected, _ = execute.run_plain(plan, xi, monitor=False)
+    say("measuring raw AES throughput")
+    aes_rate = raw_aes_rate()
+    say("warm-up run")
+    one_run(plan, xi, device)
+    runs = []
+    with PeakRSS() as mem:
+        for i in range(repeat):
+            runs.append(one_run(plan, xi, device))
+            say(f"  run {i + 1}/{repeat}: garble {runs[-1]['garble_s']:.3f} s, evaluate "
+                f"{runs[-1]['evaluate_s']:.3f} s")
+    exact = all(torch.equal(r["logits"].cpu(), expected) for r in runs)
+
+    def med(key):
+        return statistics.median(r[key] for r in runs)
+
+    costs = {c.name: c for c in predict(plan).nodes}
+    layers = []
+    for node in plan.nodes:
+        g = statistics.median(r["garble_nodes"].get(node.name, 0.0) for r in runs)
+        e = statistics.median(r["evaluate_nodes"].get(node.name, 0.0) for r in runs)
+        c = costs.get(node.name)
+        layers.append({"node": node.name, "op": node.op.value, "shape": list(node.shape),
+                       "garble_s": g, "evaluate_s": e,
+                       "ciphertexts": 0 if c is None else c.ciphertexts * batch,
+                       "label_digits": 0 if c is None else c.label_digits * batch})
+    garble_s, evaluate_s = med("garble_s"), med("evaluate_s")
+    g_blocks, e_blocks = med("garble_aes_blocks"), med("evaluate_aes_blocks")
+    return {
+        "batch": batch, "device": device, "repeat": repeat, "moduli": list(plan.moduli),
+        "garble_s": garble_s, "encode_s": med("encode_s"), "evaluate_s": evaluate_s,
+        "decode_s": med("decode_s"),
+        "garble_s_per_inference": garble_s / batch,
+        "evaluate_s_per_inference": evaluate_s / batch,
+        "peak_memory_bytes": int(mem.peak),
+        "ciphertexts": int(med("ciphertexts")),
+        "table_bytes": int(med("table_bytes")),
+        "aes_blocks": {"garble": int(g_blocks), "evaluate": int(e_blocks)},
+        "aes_blocks_per_s": aes_rate,
+        "aes_bound_ratio": {"garble": (g_blocks / aes_rate) / garble_s if garble_s else 0.0,
+                            "evaluate": (e_blocks / aes_rate) / evaluate_s
+                            if evaluate_s else 0.0},
+        "exact_match": bool(exact),
+        "layers": layers,
+    }
