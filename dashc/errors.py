@@ -30,6 +30,18 @@ class InvalidModelError(DashcError):
     exit_code = 4
 
 
+class ModelInputError(InvalidModelError):
+    """The model's input has an unsupported type, rank or dynamic dimensions."""
+
+    exit_code = 10
+
+
+class ModelWeightsError(InvalidModelError):
+    """A weight of the model holds NaN or infinite values."""
+
+    exit_code = 11
+
+
 class PlanFileError(DashcError):
     """A plan or party file is truncated, corrupted, of a future version or inconsistent."""
 

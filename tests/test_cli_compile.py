@@ -11,7 +11,8 @@ from onnx import helper
 from compiler_fixtures import MaxPadNet, digits, init, onnx_model, seeded, vinfo
 from dashc import api
 from dashc.cli import main
-from dashc.errors import (DataError, InvalidModelError, PlanFileError, UnsupportedModelError,
+from dashc.errors import (DataError, InvalidModelError, ModelInputError, ModelWeightsError,
+                          PlanFileError, UnsupportedModelError,
                           UsageError)
 
 
@@ -95,9 +96,9 @@ def test_bad_inputs_give_one_line_errors_and_exit_codes(files):
         (["compile", bad["truncated"], "--calib", data, "-o", root / "x.plan"],
          InvalidModelError.exit_code, "truncated"),
         (["compile", bad["rank"], "--calib", data, "-o", root / "x.plan"],
-         InvalidModelError.exit_code, "rank 3"),
+         ModelInputError.exit_code, "rank 3"),
         (["compile", bad["nan"], "--calib", data, "-o", root / "x.plan"],
-         InvalidModelError.exit_code, "NaN"),
+         ModelWeightsError.exit_code, "NaN"),
         (["inspect", corrupt], PlanFileError.exit_code, "checksum"),
         (["simulate", root / "ok.plan", "--data", root / "none.npz"], DataError.exit_code,
          "no such data file"),
@@ -114,8 +115,9 @@ def test_bad_inputs_give_one_line_errors_and_exit_codes(files):
         assert "Traceback" not in r.output
     assert "'e1' (Erf)" in _invoke(cases[0][0]).output  # every unsupported node listed
     codes = {UnsupportedModelError.exit_code, InvalidModelError.exit_code,
+             ModelInputError.exit_code, ModelWeightsError.exit_code,
              PlanFileError.exit_code, UsageError.exit_code, DataError.exit_code}
-    assert len(codes) == 5 and 0 not in codes
+    assert len(codes) == 7 and 0 not in codes
 
 
 def test_api_raises_the_same_errors(files):

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from ..errors import InvalidModelError, UnsupportedModelError
+from ..errors import (InvalidModelError, ModelInputError, ModelWeightsError,
+                      UnsupportedModelError)
 from . import registry
 from .graph import FloatGraph, FloatNode
 from .registry import NotSupported
@@ -116,7 +117,7 @@ def _label(node: onnx.NodeProto) -> str:
 def _check_finite(name: str, value: np.ndarray) -> None:
     if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
         bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
-        raise InvalidModelError(f"weight {name!r} holds {bad} NaN or infinite value(s)")
+        raise ModelWeightsError(f"weight {name!r} holds {bad} NaN or infinite value(s)")
 
 
 def _input_node(model: onnx.ModelProto, ctx: ImportContext) -> FloatNode:
@@ -127,13 +128,13 @@ def _input_node(model: onnx.ModelProto, ctx: ImportContext) -> FloatNode:
     vi = inputs[0]
     elem = vi.type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:
-        raise InvalidModelError(f"model input {vi.name!r} is not float32")
+        raise ModelInputError(f"model input {vi.name!r} is not float32")
     dims = _dims(vi)
     if len(dims) not in (2, 4):
-        raise InvalidModelError(f"model input {vi.name!r} has rank {len(dims)}; dashc needs "
+        raise ModelInputError(f"model input {vi.name!r} has rank {len(dims)}; dashc needs "
                                 "N×F (rank 2) or N×C×H×W (rank 4)")
     if not all(isinstance(d, int) and d > 0 for d in dims[1:]):
-        raise InvalidModelError(f"model input {vi.name!r} has dynamic dimensions {dims[1:]}")
+        raise ModelInputError(f"model input {vi.name!r} has dynamic dimensions {dims[1:]}")
     shape = tuple(int(d) for d in dims[1:])
     ctx.shapes[vi.name] = shape
     return FloatNode(vi.name, "input", [], shape, source=f"{vi.name!r} (graph input)")
