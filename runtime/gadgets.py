@@ -210,8 +210,10 @@ class _Layout:
 
     ``order``: the conversion order of ``R`` (the moduli outside ``S``) after ``S``;
     ``c``: the offset of ``v = floor((x + s) / D) = y + c`` with ``s = D // 2 + c * D``;
-    ``sign``: how ``[y >= 0]`` is read off the last digit of ``v`` (``"digit"``: it is that
-    digit, mod 2; ``"threshold"``: ``[a_last >= t]``) or None when no sign is needed."""
+    ``sign``: how ``[y >= 0]`` is read off the last digit ``b`` of ``v`` (``"digit"``: 2
+    is last and ``b`` is the bit; ``"threshold"``: ``[b >= t]``, one projection), None
+    without a ReLU.  With a ReLU the last modulus is the one that makes the whole gadget
+    cheapest (ties: 2, then the largest)."""
 
     def __init__(self, moduli: Sequence[int], divisor: int, relu: bool):
         self.subset = rescale_subset(moduli, divisor)
@@ -221,16 +223,21 @@ class _Layout:
         m_rest = self.M // self.D
         self.sign: str | None = None
         self.t = 0
-        if relu and m_rest % 2 == 0:
-            rest.remove(2)
-            rest.append(2)
-            self.sign, self.c = "digit", m_rest // 2
-        elif relu:
-            p = rest[-1]
-            self.sign, self.t = "threshold", (p - 1) // 2
-            self.c = self.t * (m_rest // p)
-        else:
-            self.c = m_rest // 2
+        self.c = m_rest // 2
+        if relu:
+            def cost(last: int) -> tuple[int, bool, int]:
+                order = tuple(q for q in rest if q != last) + (last,)
+                extra = 0 if last == 2 else last - 1
+                return mrc_cost(self.subset + order) + extra, last != 2, -last
+
+            last = min(rest, key=cost)
+            rest.remove(last)
+            rest.append(last)
+            if last == 2:
+                self.sign = "digit"
+            else:
+                self.sign, self.t = "threshold", (last - 1) // 2
+                self.c = self.t * (m_rest // last)
         self.order = tuple(rest)
         self.shift = self.D // 2 + self.c * self.D
 
@@ -241,10 +248,11 @@ def rescale_input_range(moduli: Sequence[int], divisor: int, relu: bool = False,
     when ``relu``) is exact: those with ``0 <= x + s < M`` for its shift ``s``, within the
     signed range.
 
-    * ``M / D`` odd (no 2 in the base, or 2 in ``S``), no ReLU: the whole signed range.
-    * ``M / D`` even (2 in the base, not in ``S``): ``x <= M/2 - 1 - D // 2``.
-    * ``M / D`` odd with a ReLU: ``x >= -(D // 2 + (p - 1)/2 * M/p)``, about ``M/(2p)``
-      short of ``-M/2`` at the bottom, ``p`` the largest modulus outside ``S``.
+    * no ReLU, ``M / D`` odd (no 2 in the base, or 2 in ``S``): the whole signed range.
+    * no ReLU, ``M / D`` even (2 in the base, not in ``S``): ``x <= M/2 - 1 - D // 2``;
+      the same with a ReLU whose sign is the digit of 2.
+    * a ReLU whose sign is a threshold on the digit of ``p`` (see :func:`relu_rescale`):
+      ``x >= -(D // 2 + (p - 1)/2 * M/p)``, about ``M/(2p)`` short of ``-M/2``.
     * ``method="sign"`` (``d = 2``): ``x + 1`` within the signed range.
     """
     lay = _Layout(moduli, divisor, relu)
@@ -275,7 +283,7 @@ def rescale_cost(moduli: Sequence[int], d: int, method: str = "extend",
     lay = _Layout(moduli, d, relu)
     cost = mrc_cost(lay.subset + lay.order)
     cost += len(lay.subset) * sum(q - 1 for q in lay.order)
-    if relu:
+    if relu:  # the half gates and the sign projection (see relu_rescale)
         cost += sum(_half_gate_rows(q) for q in moduli)
         if lay.sign == "threshold":
             cost += lay.order[-1] - 1
@@ -304,10 +312,10 @@ def rescale(bk, x: CrtTensor, d: int, bound: int | None = None, method: str = "e
        lost residues follow by exact base extension, ``y mod p = sum_j proj(b_j, b -> b
        W_j mod p) - c`` for ``p`` in ``S`` (radix weights ``W_j`` folded into the tables).
 
-    The offset ``c`` keeps ``u`` non-negative: ``c = floor(M' / 2)``.  With 2 in ``R``
-    (and last in the order), ``v >= M'/2`` exactly when ``y >= 0``: the last digit is the
-    sign bit of ``y`` (the range then ends ``d // 2`` below ``M/2``).  With ``M'`` odd, the
-    shift is ``(M - 1) / 2`` and every ``x`` of ``Z_M`` is accepted.
+    The offset ``c = floor(M' / 2)`` keeps ``u`` non-negative.  With 2 in ``R`` the range
+    ends ``d // 2`` below ``M/2`` (and, 2 last in the order, ``v >= M'/2`` exactly when
+    ``y >= 0``: the last digit is the sign bit of ``y``).  With ``M'`` odd, the shift is
+    ``(M - 1) / 2`` and every ``x`` of ``Z_M`` is accepted.
 
     ``method="sign"`` (``d = 2`` only, the Dash paper's way): ``u = y + (M'-1)/2`` lies in
     ``[0, M')`` (``M'`` odd) and its parity is the sign bit of ``u * 2^-1 mod M'`` in the
@@ -316,8 +324,8 @@ def rescale(bk, x: CrtTensor, d: int, bound: int | None = None, method: str = "e
 
     Ciphertexts per element (:func:`rescale_cost`): ``MRC(S then R) + |S| sum_{q in R}
     (q - 1)``: 201 for ``d = 2`` and the first 8 primes, 363 for ``d = 19 * 17 * 13`` there
-    against 733 for three single-prime rescales.  (With ``relu`` 2 moves to the end of
-    ``R``, which costs more: see :func:`relu_rescale`.)
+    against 733 for three single-prime rescales.  (With ``relu`` the last modulus of ``R``
+    carries the sign: see :func:`relu_rescale`.)
     """
     moduli = x.moduli
     d = int(d)
@@ -368,18 +376,21 @@ def relu_rescale(bk, x: CrtTensor, d: int, bound: int | None = None) -> CrtTenso
     """``max(floor((x + d // 2) / d), 0)``: :func:`rescale` fused with a ReLU.
 
     ReLU and rescale commute (``floor((max(x, 0) + h) / d) = max(floor((x + h) / d), 0)``
-    for ``0 <= h < d``), and the conversion already yields the sign of ``y``:
+    for ``0 <= h < d``), and the conversion of ``v = y + c`` yields the sign of ``y`` from
+    its last digit ``b``, whose modulus ``p`` is chosen last in the order of ``R``:
 
-    * 2 outside ``S``: 2 is the last modulus of the conversion and its digit is
-      ``[y >= 0]`` (the offset ``c = M'/2``).
-    * ``M'`` odd: the offset is ``c = t W`` with ``W = M'/p`` the weight of the last digit
-      ``b`` (``p`` the largest modulus of ``R``) and ``t = (p - 1)/2``, so ``y >= 0``
-      exactly when ``b >= t``: one projection ``p -> 2``.
+    * ``p = 2`` (2 in the base, outside ``S``): with ``c = M'/2``, ``b = [v >= M'/2] =
+      [y >= 0]`` is the sign bit itself.
+    * ``p`` odd: with ``W = M'/p`` the weight of ``b``, ``t = (p - 1)/2`` and the offset
+      ``c = t W``, ``y >= 0`` exactly when ``b >= t``: one projection ``p -> 2``.  Moving 2
+      to the end of the order costs every later-converted modulus a projection into 2, so
+      this is often the cheaper choice; the input range then ends about ``M/(2p)`` short
+      of ``-M/2`` (:func:`rescale_input_range`).
 
     Then one half gate per modulus (``y mod q`` times the bit).  Ciphertexts per element:
-    ``rescale_cost(d) + sum_q H(q)`` (plus ``p - 1`` for odd ``M'``); for the first 8
-    primes and ``d = 19 * 17 * 13``, 381 + 77 = 458 against 363 + 271 = 634 for a rescale
-    and a separate ReLU.  Input range: :func:`rescale_input_range` with ``relu=True``."""
+    ``MRC(S then R) + |S| sum_{q in R} (q - 1) + sum_q H(q)`` (plus ``p - 1`` for an odd
+    ``p``), with ``p`` the cheapest; for the first 8 primes and ``d = 19 * 17 * 13``, 450
+    against 363 + 271 = 634 for a rescale and a separate ReLU."""
     return rescale(bk, x, d, bound=bound, relu=True)
 
 

@@ -126,8 +126,10 @@ def test_composite_rescale_exhaustive(moduli):
     lo_m, hi_m = crt.signed_range(moduli)
     xi = torch.arange(lo_m, hi_m + 1).reshape(1, -1)
     bk, (x,) = run(moduli, xi)
+    signs = set()
     for s in _subsets(moduli):
         d = math.prod(s)
+        signs.add(gadgets._Layout(moduli, d, True).sign)
         for relu in (False, True):
             lo, hi = gadgets.rescale_input_range(moduli, d, relu)
             assert lo_m <= lo <= 0 <= hi <= hi_m
@@ -142,6 +144,8 @@ def test_composite_rescale_exhaustive(moduli):
                 assert y[0, hi + 1 - lo_m] != want[0, hi + 1 - lo_m], (s, relu, "high end")
             if relu:
                 assert torch.equal(to_signed(gadgets.relu_rescale(bk, x, d)), y)
+    # both ways of reading the sign (the digit of 2, a threshold on an odd digit) occur
+    assert signs == ({"digit", "threshold"} if 2 in moduli else {"threshold"})
 
 
 def test_composite_rescale_ranges():
@@ -150,8 +154,13 @@ def test_composite_rescale_ranges():
     P = crt.first_primes(8)
     lo, hi = crt.signed_range(P)
     d = 19 * 17 * 13
+    M = math.prod(P)
     assert gadgets.rescale_input_range(P, d) == (lo, hi - d // 2)
-    assert gadgets.rescale_input_range(P, d, relu=True) == (lo, hi - d // 2)
+    # the sign from the digit of 11 (t = 5) is cheaper than from 2 moved last
+    assert gadgets.rescale_input_range(P, d, relu=True) == (-(d // 2 + 5 * M // 11), hi)
+    # from the digit of 2 when that is cheapest
+    assert gadgets.rescale_input_range(P, 3 * 5 * 7 * 11 * 13 * 17, relu=True) == (
+        lo, hi - 3 * 5 * 7 * 11 * 13 * 17 // 2)
     assert gadgets.rescale_input_range(P, 2 * d) == (lo, hi)
     odd = (31, 101, 103, 107)
     lo, hi = crt.signed_range(odd)
@@ -190,8 +199,9 @@ def test_relu_rescale_commutes_with_relu_then_rescale():
     moduli = (2, 3, 5, 7, 11)
     for s in _subsets(moduli, skip_two=True):
         d = math.prod(s)
-        lo, hi = gadgets.rescale_input_range(moduli, d, True)
-        xi = torch.arange(lo, hi + 1).reshape(1, -1)
+        (lo1, hi1), (lo2, hi2) = (gadgets.rescale_input_range(moduli, d, relu)
+                                  for relu in (True, False))
+        xi = torch.arange(max(lo1, lo2), min(hi1, hi2) + 1).reshape(1, -1)
         bk, (x,) = run(moduli, xi)
         fused = to_signed(gadgets.relu_rescale(bk, x, d))
         assert torch.equal(fused, to_signed(gadgets.relu(bk, gadgets.rescale(bk, x, d))))
@@ -329,7 +339,7 @@ def test_costs_first_8_primes(capsys):
     d = 19 * 17 * 13
     assert gadget_cost("rescale", P, divisor=d) == gadgets.rescale_cost(P, d) == 363
     assert gadget_cost("relu_rescale", P, divisor=d) == gadgets.rescale_cost(P, d, relu=True)
-    assert gadget_cost("relu_rescale", P, divisor=d) == 458
+    assert gadget_cost("relu_rescale", P, divisor=d) == 450
     separate = gadget_cost("rescale", P, divisor=d) + gadget_cost("relu", P)
     chain = sum(gadget_cost("rescale", P, divisor=q) for q in (13, 17, 19))
     assert chain == 733 and separate == 634

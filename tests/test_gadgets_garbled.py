@@ -115,10 +115,10 @@ def test_rescale_every_divisor(moduli):
             assert torch.equal(got, torch.div(xi + d // 2, d, rounding_mode="floor"))
 
 
-COMPOSITE = [((2, 3, 5, 7), (15, 35, 6)), ((3, 5, 7), (15, 21)), ((5, 7, 11), (77, 5)),
+COMPOSITE = [((2, 3, 5, 7), (15, 35, 6, 105)), ((3, 5, 7), (15, 21)), ((5, 7, 11), (77, 5)),
              ((2, 3, 5, 7, 11), (3 * 7 * 11,)),
              ((31, 101, 103, 107), (31, 31 * 101, 107)),
-             (crt.first_primes(8), (19 * 17 * 13,))]
+             (crt.first_primes(8), (19 * 17 * 13, 3 * 5 * 7 * 11 * 13 * 17))]
 
 
 @pytest.mark.parametrize("moduli,divisors", COMPOSITE)
