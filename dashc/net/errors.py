@@ -11,13 +11,13 @@ from dashc.errors import DashcError
 class NetworkError(DashcError):
     """The peer cannot be reached, closed the connection, or did not answer in time."""
 
-    exit_code = 10
+    exit_code = 12
 
 
 class ProtocolError(DashcError):
     """The peer sent a malformed message or refused ours with an error reply."""
 
-    exit_code = 11
+    exit_code = 13
 
     def __init__(self, message: str, code: str = "malformed"):
         super().__init__(message)
