@@ -13,7 +13,7 @@ prime ``q`` with a leading batch axis:
 Every wire tensor exposes ``.q`` (its modulus) and ``.shape`` (value shape, batch included,
 label digits excluded).  A :class:`CrtTensor` bundles one wire tensor per modulus of the base.
 
-Gates (``proj``, ``mul``, ``mixed_mul``) consume one gate id per call from the backend's
+Gates (``proj``, ``proj_many``, ``mul``, ``mixed_mul``) consume one gate id per call from the backend's
 counter; garbler and evaluator call them in the same order, so ids (and the hash tweaks
 derived from them) agree.  Free operations consume no gate id and no table bytes.
 """
@@ -76,6 +76,15 @@ class Backend(Protocol):
     def proj(self, a: Any, q: int, table: np.ndarray) -> Any:
         """Projection ``Z_p -> Z_q``: ``out = table[a]`` elementwise, ``table`` of length
         ``p = a.q`` with entries in ``[0, q)``.  ``p - 1`` ciphertexts per wire."""
+
+    def proj_many(self, a: Any, targets: "list[tuple[int, np.ndarray]]") -> list:
+        """Several projections of one wire tensor in ONE gate (one gate id):
+        ``[proj(a, q, table) for q, table in targets]`` in value, in that order, at the same
+        cost in ciphertexts (``p - 1`` per wire and target).  The garbled backends pack the
+        ``p`` colour keys of every wire and apply ``pi`` once, then hash under one tweak
+        per (gate, element, target), which saves the repeated packing and AES calls (and
+        the per-call overhead) of separate ``proj`` calls, e.g. when a mixed-radix digit is
+        projected into every later modulus."""
 
     def mul(self, a: Any, b: Any) -> Any:
         """Generalized half gate: ``a * b mod p`` for two wires of the same modulus."""

@@ -15,7 +15,8 @@ projection ``p -> q`` ``p - 1`` rows (garbled row reduction); mixed-modulus half
 (``x mod p`` times ``y mod q``) ``(p - 1) + (q - 1)`` rows (garbler half and evaluator half;
 the ``q`` single masked digits it also sends are not counted as ciphertexts); the
 generalized half gate is its case ``q = p``, ``2(p - 1)``.  The garbled test suite checks
-these counts against the ciphertexts the garbler actually writes.
+these counts against the ciphertexts the garbler actually writes.  A multi-target projection
+(``proj_many``) counts as one projection per target (one gate id, the same ciphertexts).
 """
 from __future__ import annotations
 
@@ -164,6 +165,12 @@ class CountingBackend:
         self._gate("proj", a.shape, a.q, int(q))
         return self.inner.proj(a, q, table)
 
+    def proj_many(self, a, targets):
+        targets = list(targets)
+        for q, _ in targets:  # counted as separate projections (same ciphertexts)
+            self._gate("proj", a.shape, a.q, int(q))
+        return self.inner.proj_many(a, targets)
+
     def mul(self, a, b):
         self._gate("mul", a.shape, a.q, b.q)
         return self.inner.mul(a, b)
@@ -246,6 +253,12 @@ class ShapeBackend:
         if np.shape(table) != (a.q,):
             raise ValueError(f"projection table of shape {np.shape(table)} for modulus {a.q}")
         return Shape(q, a.shape)
+
+    def proj_many(self, a: Shape, targets) -> list[Shape]:
+        targets = list(targets)
+        if not targets:
+            raise ValueError("proj_many needs at least one target")
+        return [self.proj(a, q, table) for q, table in targets]
 
     def mul(self, a: Shape, b: Shape) -> Shape:
         return Shape(a.q, a.shape)

@@ -242,10 +242,11 @@ def pack_all_colours(a0, delta, E, p, k, Q, w0, w1, out):
 
 
 @njit(cache=True)
-def tweak_xor(y, gid, elem0, rep, role, h, out):
-    """``out[i, j] = tweak(gid, elem0 + i // rep, role, j) ^ y[i]`` for ``i < len(y)``."""
+def tweak_xor(y, gid, elem0, rep, T, t, role, h, out):
+    """``out[i, j] = tweak(gid, (elem0 + i // rep) * T + t, role, j) ^ y[i]`` for
+    ``i < len(y)`` (``T`` outputs per element, this is output ``t``)."""
     for i in range(y.shape[0]):
-        base = ((elem0 + i // rep) << 6) | (role << 3)
+        base = (((elem0 + i // rep) * T + t) << 6) | (role << 3)
         for j in range(h):
             out[i, j, 0] = (base | j) ^ y[i, 0]
             out[i, j, 1] = gid ^ y[i, 1]
@@ -411,12 +412,18 @@ class BlockHasher:
         """``(y, z)`` for packed keys ``x (N, 2)``: ``y = pi(x)``, ``z[i, j] = pi(y[i] ^ t)``
         with ``t`` the tweak of element ``elem0 + i // rep`` (or ``elem[i]``)."""
         y = self.encrypt(x, "y")
-        t = self.buffer("t", y.shape[0] * h * 2)[:y.shape[0] * h * 2].reshape(-1, h, 2)
         if elem is None:
-            tweak_xor(y, gid, elem0, rep, role, h, t)
-        else:
-            tweak_xor_elems(y, gid, elem, role, h, t)
+            return y, self.tweaked(y, gid, elem0, rep, role, h)
+        t = self.buffer("t", y.shape[0] * h * 2)[:y.shape[0] * h * 2].reshape(-1, h, 2)
+        tweak_xor_elems(y, gid, elem, role, h, t)
         return y, self.encrypt(t, "z")
+
+    def tweaked(self, y: np.ndarray, gid: int, elem0: int, rep: int, role: int, h: int,
+                T: int = 1, t: int = 0) -> np.ndarray:
+        """``z[i, j] = pi(y[i] ^ tweak(gid, (elem0 + i // rep) * T + t, role, j))``."""
+        buf = self.buffer("t", y.shape[0] * h * 2)[:y.shape[0] * h * 2].reshape(-1, h, 2)
+        tweak_xor(y, gid, elem0, rep, T, t, role, h, buf)
+        return self.encrypt(buf, "z")
 
 
 # -- gate drivers (numpy in, numpy out) ----------------------------------------------------
@@ -464,46 +471,72 @@ def garble_proj(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, q: int,
     """``a0 (W, n(p))`` zero labels (wire ``w`` in batch element ``w // E``), ``table``
     ``(p,)`` or ``(W, p)`` -> (output zero labels ``(W, n(q))`` int64, rows
     ``(W, p - 1, n(q))`` of ``rows_dtype``)."""
+    return garble_proj_many(a0, E, p, delta_p, [(q, delta_q, table, h, rows_dtype)], gid,
+                            role)[0]
+
+
+def garble_proj_many(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, targets: list,
+                     gid: int, role: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One projection gate into several targets ``(q, delta_q, table, h, rows_dtype)``:
+    the ``p`` keys of every wire are packed and put through ``pi`` once, then each target
+    ``t`` takes its own tweaks (element field ``w * T + t``) and rows."""
     W = a0.shape[0]
-    nq = delta_q.shape[1]
-    c0 = np.empty((W, nq), np.int64)
-    rows = np.empty((W, p - 1, nq), rows_dtype)
-    k, D, tops = expand_consts(q, nq, h)
+    T = len(targets)
     kp, Qp = pack_consts(p)
-    table = np.ascontiguousarray(table, dtype=np.int64)
-    tw = 1 if table.ndim == 2 else 0
-    table = table.reshape(-1, p)
-    M = barrett(q, q * q + 2 * q)
-    F, R, pad = _scratch(h, max(p, KEY_BLOCK // p * p), nq)
-    step = _step(p, h)
+    prep = []
+    for q, delta_q, table, h, rows_dtype in targets:
+        nq = delta_q.shape[1]
+        table = np.ascontiguousarray(table, dtype=np.int64)
+        tw = 1 if table.ndim == 2 else 0
+        k, D, tops = expand_consts(q, nq, h)
+        F, R, pad = _scratch(h, max(p, KEY_BLOCK // p * p), nq)
+        prep.append((q, delta_q, table.reshape(-1, p), tw, h, k, D, tops, F, R, pad,
+                     barrett(q, q * q + 2 * q), np.empty((W, nq), np.int64),
+                     np.empty((W, p - 1, nq), rows_dtype)))
+    hasher = block_hasher()
+    step = max(1, CHUNK_BLOCKS // (p * (1 + sum(t[3] for t in targets))))
     for w0 in range(0, W, step):
         w1 = min(W, w0 + step)
         x = _keys((w1 - w0) * p)
         pack_all_colours(a0, delta_p, E, p, kp, Qp, w0, w1, x)
-        y, z = block_hasher().hash(x, gid, w0, p, role, h)
-        proj_garble(a0, table, tw, delta_q, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1,
-                    c0, rows)
-    return c0, rows
+        y = hasher.encrypt(x, "y")
+        for t, (q, dq, tab, tw, h, k, D, tops, F, R, pad, M, c0, rows) in enumerate(prep):
+            z = hasher.tweaked(y, gid, w0, p, role, h, T, t)
+            proj_garble(a0, tab, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1,
+                        c0, rows)
+    return [(t[12], t[13]) for t in prep]
 
 
 def eval_proj(a: np.ndarray, p: int, q: int, rows: np.ndarray, gid: int, role: int,
               h: int) -> np.ndarray:
     """Active labels ``a (W, n(p))``, rows ``(W, p - 1, n(q))`` -> ``(W, n(q))`` int64."""
+    return eval_proj_many(a, p, [(q, rows, h)], gid, role)[0]
+
+
+def eval_proj_many(a: np.ndarray, p: int, targets: list, gid: int, role: int) -> list:
+    """Active labels of every target ``(q, rows, h)`` of one projection gate (see
+    :func:`garble_proj_many`)."""
     W = a.shape[0]
-    nq = rows.shape[2]
-    out = np.empty((W, nq), np.int64)
-    k, D, tops = expand_consts(q, nq, h)
+    T = len(targets)
     kp, Qp = pack_consts(p)
-    M = barrett(q, 2 * q)
-    F, R, pad = _scratch(h, KEY_BLOCK, nq)
-    step = _step(1, h)
+    prep = []
+    for q, rows, h in targets:
+        nq = rows.shape[2]
+        k, D, tops = expand_consts(q, nq, h)
+        F, R, pad = _scratch(h, KEY_BLOCK, nq)
+        prep.append((q, rows, h, k, D, tops, F, R, pad, barrett(q, 2 * q),
+                     np.empty((W, nq), np.int64)))
+    hasher = block_hasher()
+    step = max(1, CHUNK_BLOCKS // (1 + sum(t[2] for t in targets)))
     for w0 in range(0, W, step):
         w1 = min(W, w0 + step)
         x = _keys(w1 - w0)
         pack_labels(a[w0:w1], p, kp, Qp, x)
-        y, z = block_hasher().hash(x, gid, w0, 1, role, h)
-        proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows, out)
-    return out
+        y = hasher.encrypt(x, "y")
+        for t, (q, rows, h, k, D, tops, F, R, pad, M, out) in enumerate(prep):
+            z = hasher.tweaked(y, gid, w0, 1, role, h, T, t)
+            proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows, out)
+    return [t[10] for t in prep]
 
 
 def garble_mixed_half(a0: np.ndarray, b0: np.ndarray, E: int, p: int, q: int,

@@ -89,18 +89,27 @@ class Evaluator(LabelOps):
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
     def proj(self, a: LabelTensor, q: int, table) -> LabelTensor:
-        q = check_modulus(q)
+        return self.proj_many(a, [(q, table)])[0]
+
+    def proj_many(self, a: LabelTensor, targets) -> list[LabelTensor]:
         p = a.q
-        if len(np.asarray(table).reshape(-1)) != p:
-            raise ValueError(f"projection table has {len(np.asarray(table).reshape(-1))} "
-                             f"entries, modulus is {p}")
+        qs = []
+        for q, table in targets:
+            q = check_modulus(q)
+            if len(np.asarray(table).reshape(-1)) != p:
+                raise ValueError(f"projection table has {len(np.asarray(table).reshape(-1))} "
+                                 f"entries, modulus is {p}")
+            qs.append(q)
+        if not qs:
+            raise ValueError("proj_many needs at least one target")
         gid = self._next_gate()
         x = _flat(a)
         B, E, _ = x.shape
-        rec = self.tables.read(gid, 1)
-        rows = self._array(rec, 0, q, (B, E, p - 1, crt.label_length(q)))
-        out = gates.eval_proj(x, p, q, rows, gid)
-        return LabelTensor(out.reshape(*a.shape, -1), q)
+        rec = self.tables.read(gid, len(qs))
+        spec = [(q, self._array(rec, k, q, (B, E, p - 1, crt.label_length(q))))
+                for k, q in enumerate(qs)]
+        outs = gates.eval_proj_many(x, p, spec, gid)
+        return [LabelTensor(out.reshape(*a.shape, -1), q) for q, out in zip(qs, outs)]
 
     def mul(self, a: LabelTensor, b: LabelTensor) -> LabelTensor:
         if a.q != b.q:

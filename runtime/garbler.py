@@ -177,19 +177,45 @@ class Garbler(LabelOps):
         return gid
 
     def proj(self, a: LabelTensor, q: int, table) -> LabelTensor:
-        q = check_modulus(q)
+        return self.proj_many(a, [(q, table)])[0]
+
+    def proj_many(self, a: LabelTensor, targets) -> list[LabelTensor]:
+        """One projection gate into every ``(q, table)`` of ``targets`` (one gate id, one
+        record with one row array per target).
+
+        Security: it is the garbling of ``T`` separate projections of the same wire, except
+        that target ``t`` hashes the key under the tweak element field ``elem * T + t``
+        (gate id and role unchanged) and that ``pi(key)`` is computed once.  Sharing
+        ``pi(key)`` changes no output: ``H(x, tw) = pi(pi(x) ^ tw) ^ pi(x)`` is the same
+        function evaluated at several tweaks, exactly as the output blocks of one hash are.
+        All ``(gate, element, target, block)`` tweaks are distinct (the gate id is unique
+        per call and ``elem * T + t`` is injective for ``t < T``), so every pad is an
+        evaluation of the correlation-robust hash at a fresh tweak and the argument for one
+        projection applies to each target: the evaluator opens one row per target with its
+        own label, every other row is masked by a pad keyed by ``own + k*delta_p``
+        (``k != 0``), and each target's row reduction and output zero label are
+        independent (its own ``delta_q`` and pad)."""
         p = a.q
-        table = np.asarray(table, dtype=np.int64).reshape(-1)
-        if table.shape[0] != p:
-            raise ValueError(f"projection table has {table.shape[0]} entries, modulus is {p}")
-        if table.size and (table.min() < 0 or table.max() >= q):
-            raise ValueError(f"projection table entries must lie in [0, {q})")
+        checked = []
+        for q, table in targets:
+            q = check_modulus(q)
+            table = np.asarray(table, dtype=np.int64).reshape(-1)
+            if table.shape[0] != p:
+                raise ValueError(f"projection table has {table.shape[0]} entries, modulus is "
+                                 f"{p}")
+            if table.size and (table.min() < 0 or table.max() >= q):
+                raise ValueError(f"projection table entries must lie in [0, {q})")
+            checked.append((q, self.delta(q), torch.from_numpy(table)))
+        if not checked:
+            raise ValueError("proj_many needs at least one target")
         gid = self._next_gate()
-        c0, rows = gates.garble_proj(_flat(a), p, self.delta(p), q, self.delta(q),
-                                     torch.from_numpy(table), gid)
-        self.tables.append(make_record(gid, rows.shape[0] * rows.shape[1] * rows.shape[2],
-                                       [(q, rows)]))
-        return LabelTensor(c0.reshape(*a.shape, -1), q)
+        res = gates.garble_proj_many(_flat(a), p, self.delta(p), checked, gid)
+        wires = a.digits.numel() // a.n
+        self.tables.append(make_record(gid, wires * (p - 1) * len(checked),
+                                       [(q, rows) for (q, _, _), (_, rows)
+                                        in zip(checked, res)]))
+        return [LabelTensor(c0.reshape(*a.shape, -1), q)
+                for (q, _, _), (c0, _) in zip(checked, res)]
 
     def mul(self, a: LabelTensor, b: LabelTensor) -> LabelTensor:
         if a.q != b.q:

@@ -111,49 +111,78 @@ def garble_proj(a0: torch.Tensor, p: int, delta_p: torch.Tensor, q: int,
     """Zero labels ``a0 (B, E, n(p))``, ``table`` ``(p,)`` or ``(B, E, p)`` with entries in
     ``[0, q)`` -> (output zero labels ``(B, E, n(q))``, rows ``(B, E, p-1, n(q))``; int64 on
     the torch path, the table storage type of ``q`` on the compiled one)."""
+    return garble_proj_many(a0, p, delta_p, [(q, delta_q, table)], gate_id, role, impl)[0]
+
+
+def garble_proj_many(a0: torch.Tensor, p: int, delta_p: torch.Tensor, targets, gate_id: int,
+                     role: int = 0, impl: str = "auto") -> list:
+    """One projection gate of ``a0`` into several targets ``(q, delta_q, table)``: a list of
+    ``(output zero labels, rows)``, one per target, each as :func:`garble_proj` returns.
+    The ``p`` keys of a wire are packed and put through ``pi`` once; target ``t`` of ``T``
+    uses the tweak element field ``elem * T + t`` (see :mod:`dashc.runtime.hashing`), so with
+    one target this is exactly :func:`garble_proj`."""
     B, E, n_p = a0.shape
-    n_q = crt.label_length(q)
     dev = a0.device
+    targets = [(int(q), dq, tab) for q, dq, tab in targets]
     if _compiled(impl, a0):
-        h = output_blocks(q, n_q)
-        tab = _np64(table, (p,) if table.dim() == 1 else (B * E, p))
-        c0, rows = cpu_kernels.garble_proj(_np64(a0, (B * E, n_p)), E, p, _np64(delta_p), q,
-                                           _np64(delta_q), tab, gate_id, role, h,
-                                           digit_dtype(q)[1])
-        HASH.aes_blocks += B * E * p * (1 + h)
-        return (torch.from_numpy(c0).reshape(B, E, n_q),
-                torch.from_numpy(rows).reshape(B, E, p - 1, n_q))
+        spec = []
+        for q, dq, tab in targets:
+            n_q = crt.label_length(q)
+            spec.append((q, _np64(dq), _np64(tab, (p,) if tab.dim() == 1 else (B * E, p)),
+                         output_blocks(q, n_q), digit_dtype(q)[1]))
+        res = cpu_kernels.garble_proj_many(_np64(a0, (B * E, n_p)), E, p, _np64(delta_p),
+                                           spec, gate_id, role)
+        HASH.aes_blocks += B * E * p * (1 + sum(t[3] for t in spec))
+        return [(torch.from_numpy(c0).reshape(B, E, -1),
+                 torch.from_numpy(rows).reshape(B, E, p - 1, -1)) for c0, rows in res]
     colours = torch.arange(p, dtype=torch.int64, device=dev)
     x = (colours - a0[..., :1]) % p  # (B, E, p): value of the label of colour r
     keys = (a0[:, :, None, :] + x[..., None] * delta_p[:, None, None, :]) % p
     elem = _elements(B, E, dev).repeat_interleave(p)
-    pads = HASH(keys.reshape(-1, n_p), p, gate_id, elem, role, q, n_q).reshape(B, E, p, n_q)
-    table = table.to(dev, torch.int64)
-    fx = table[x] if table.dim() == 1 else torch.gather(table, 2, x)
-    dq = delta_q[:, None, None, :]
-    c0 = (-pads[:, :, 0] - fx[:, :, :1] * dq[:, :, 0]) % q
-    rows = (pads[:, :, 1:] + c0[:, :, None, :] + fx[:, :, 1:, None] * dq) % q
-    return c0, rows
+    outs = [(q, crt.label_length(q)) for q, _, _ in targets]
+    all_pads = HASH.many(keys.reshape(-1, n_p), p, gate_id, elem, role, outs)
+    result = []
+    for (q, delta_q, table), pads in zip(targets, all_pads):
+        pads = pads.reshape(B, E, p, -1)
+        table = table.to(dev, torch.int64)
+        fx = table[x] if table.dim() == 1 else torch.gather(table, 2, x)
+        dq = delta_q[:, None, None, :]
+        c0 = (-pads[:, :, 0] - fx[:, :, :1] * dq[:, :, 0]) % q
+        rows = (pads[:, :, 1:] + c0[:, :, None, :] + fx[:, :, 1:, None] * dq) % q
+        result.append((c0, rows))
+    return result
 
 
 def eval_proj(a: torch.Tensor, p: int, q: int, rows: torch.Tensor, gate_id: int,
               role: int = 0, impl: str = "auto") -> torch.Tensor:
     """Active labels ``a (B, E, n(p))`` and rows ``(B, E, p-1, n(q))`` -> ``(B, E, n(q))``."""
+    return eval_proj_many(a, p, [(q, rows)], gate_id, role, impl)[0]
+
+
+def eval_proj_many(a: torch.Tensor, p: int, targets, gate_id: int, role: int = 0,
+                   impl: str = "auto") -> list:
+    """Active labels ``a (B, E, n(p))`` and, per target, ``(q, rows (B, E, p-1, n(q)))`` ->
+    one ``(B, E, n(q))`` active label tensor per target (see :func:`garble_proj_many`)."""
     B, E, n_p = a.shape
-    n_q = crt.label_length(q)
+    targets = [(int(q), rows) for q, rows in targets]
     if _compiled(impl, a):
-        h = output_blocks(q, n_q)
-        out = cpu_kernels.eval_proj(_np64(a, (B * E, n_p)), p, q,
-                                    _np(rows, (B * E, p - 1, n_q)), gate_id, role, h)
-        HASH.aes_blocks += B * E * (1 + h)
-        return torch.from_numpy(out).reshape(B, E, n_q)
-    pad = HASH(a.reshape(-1, n_p), p, gate_id, _elements(B, E, a.device), role, q, n_q)
-    pad = pad.reshape(B, E, n_q)
+        spec = [(q, _np(rows, (B * E, p - 1, crt.label_length(q))),
+                 output_blocks(q, crt.label_length(q))) for q, rows in targets]
+        res = cpu_kernels.eval_proj_many(_np64(a, (B * E, n_p)), p, spec, gate_id, role)
+        HASH.aes_blocks += B * E * (1 + sum(t[2] for t in spec))
+        return [torch.from_numpy(out).reshape(B, E, -1) for out in res]
+    outs = [(q, crt.label_length(q)) for q, _ in targets]
+    all_pads = HASH.many(a.reshape(-1, n_p), p, gate_id, _elements(B, E, a.device), role, outs)
     colour = a[..., 0]
-    idx = (colour - 1).clamp(min=0)[..., None, None].expand(B, E, 1, n_q)
-    row = torch.gather(rows.to(torch.int64), 2, idx)[:, :, 0]
-    row = row * (colour != 0)[..., None]
-    return (row - pad) % q
+    result = []
+    for (q, rows), pad in zip(targets, all_pads):
+        n_q = crt.label_length(q)
+        pad = pad.reshape(B, E, n_q)
+        idx = (colour - 1).clamp(min=0)[..., None, None].expand(B, E, 1, n_q)
+        row = torch.gather(rows.to(torch.int64), 2, idx)[:, :, 0]
+        row = row * (colour != 0)[..., None]
+        result.append((row - pad) % q)
+    return result
 
 
 def garble_mixed_mul(a0: torch.Tensor, p: int, delta_p: torch.Tensor, b0: torch.Tensor,

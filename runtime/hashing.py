@@ -161,47 +161,73 @@ class Hasher:
         """Pads ``H(key_i, t(gate_id, elem_i, role))`` as ``(N, m)`` digits mod ``q_out``.
 
         ``keys``: ``(N, n(q_in))`` digits; ``elem``: ``(N,)`` element indices."""
-        h = output_blocks(q_out, m)
+        return self.many(keys, q_in, gate_id, elem, role, [(q_out, m)], impl)[0]
+
+    def many(self, keys: torch.Tensor, q_in: int, gate_id: int, elem: torch.Tensor,
+             role: int, outputs: list[tuple[int, int]], impl: str = "auto") -> list[torch.Tensor]:
+        """Several pads per key, one per output ``(q_out_j, m_j)``: pad ``j`` of key ``i`` is
+        ``H(key_i, t(gate_id, elem_i * T + j, role))`` with ``T = len(outputs)``, as
+        ``(N, m_j)`` digits mod ``q_out_j``.  ``pi(key)`` is computed once per key; the
+        element field ``elem * T + j`` keeps every tweak distinct.  With one output this is
+        :meth:`__call__`."""
+        T = len(outputs)
+        if T < 1:
+            raise ValueError("at least one hash output is needed")
+        hs = [output_blocks(q_out, m) for q_out, m in outputs]
         if impl == "auto":
             if keys.device.type != "cpu":
                 impl = "torch"
             else:
                 impl = "compiled" if cpu_kernels.AVAILABLE else "openssl"
+        elems = [elem.to(torch.int64) * T + j for j in range(T)]
         if impl == "compiled":
             if not 0 <= role < 8 or not 0 <= gate_id < 1 << 63:
                 raise ValueError("tweak role must lie in [0, 8) and the gate id in [0, 2^63)")
             if q_in ** keys.shape[-1] > 1 << 128:
                 raise ValueError(f"{keys.shape[-1]} digits mod {q_in} do not fit in 128 bits")
-            out = cpu_kernels.hash_labels(
-                np.ascontiguousarray(keys.numpy(), dtype=np.int64), q_in, gate_id,
-                np.ascontiguousarray(elem.numpy(), dtype=np.int64), role, q_out, m, h)
-            self.aes_blocks += keys.shape[0] * (1 + h)
-            return torch.from_numpy(out)
-        x = pack(keys, q_in)
-        tweaks = [tweak_limbs(gate_id, elem, role, j) for j in range(h)]
-        if impl == "openssl":
-            out = self._hash_openssl(x, tweaks)
-        elif impl == "torch":
-            out = self._hash_torch(x, tweaks)
-        else:
+            kn = np.ascontiguousarray(keys.numpy(), dtype=np.int64)
+            out = []
+            for (q_out, m), h, el in zip(outputs, hs, elems):
+                out.append(torch.from_numpy(cpu_kernels.hash_labels(
+                    kn, q_in, gate_id, np.ascontiguousarray(el.numpy()), role, q_out, m, h)))
+            self.aes_blocks += keys.shape[0] * (1 + sum(hs))
+            return out
+        if impl not in ("openssl", "torch"):
             raise ValueError(f"unknown AES implementation {impl!r}")
-        self.aes_blocks += x.shape[0] * (1 + h)
-        return unpack(out, q_out, m)
+        x = pack(keys, q_in)
+        y = self._pi_openssl(x) if impl == "openssl" else self._pi_torch(x)
+        out = []
+        for (q_out, m), h, el in zip(outputs, hs, elems):
+            tweaks = [tweak_limbs(gate_id, el, role, j) for j in range(h)]
+            if impl == "openssl":
+                limbs = self._hash_openssl(y, tweaks)
+            else:
+                limbs = self._hash_torch(y, tweaks)
+            out.append(unpack(limbs, q_out, m))
+        self.aes_blocks += x.shape[0] * (1 + sum(hs))
+        return out
 
-    def _hash_openssl(self, x: torch.Tensor, tweaks: list[torch.Tensor]) -> torch.Tensor:
+    def _pi_openssl(self, x: torch.Tensor) -> np.ndarray:
         N = x.shape[0]
-        h = len(tweaks)
         xb = x.numpy().astype(np.uint32).view(np.uint8).reshape(N, 16)
-        y = self._openssl.encrypt(xb).view(np.uint64)  # (N, 2)
+        return self._openssl.encrypt(xb).view(np.uint64)  # (N, 2)
+
+    def _pi_torch(self, x: torch.Tensor) -> torch.Tensor:
+        return self._torch.encrypt(limbs_to_bytes(x))
+
+    def _hash_openssl(self, y: np.ndarray, tweaks: list[torch.Tensor]) -> torch.Tensor:
+        """``(N, 4h)`` limbs of ``pi(y ^ t_j) ^ y`` for ``y = pi(x)`` (``(N, 2)`` uint64)."""
+        N = y.shape[0]
+        h = len(tweaks)
         t = np.stack([tw.numpy().astype(np.uint32).view(np.uint64) for tw in tweaks])
         z = self._openssl.encrypt((t ^ y).view(np.uint8).reshape(h * N, 16))
         out = z.view(np.uint64).reshape(h, N, 2) ^ y
         limbs = out.transpose(1, 0, 2).reshape(N, 2 * h).view(np.uint32)
         return torch.from_numpy(limbs.astype(np.int64))
 
-    def _hash_torch(self, x: torch.Tensor, tweaks: list[torch.Tensor]) -> torch.Tensor:
-        N = x.shape[0]
-        y = self._torch.encrypt(limbs_to_bytes(x))
+    def _hash_torch(self, y: torch.Tensor, tweaks: list[torch.Tensor]) -> torch.Tensor:
+        """As :meth:`_hash_openssl` with ``y`` as ``(N, 16)`` uint8 on any device."""
+        N = y.shape[0]
         t = torch.cat([limbs_to_bytes(tw) for tw in tweaks])
         z = self._torch.encrypt(t ^ y.repeat(len(tweaks), 1))
         out = (z.reshape(len(tweaks), N, 16) ^ y).transpose(0, 1).reshape(N, -1)

@@ -206,14 +206,14 @@ class PlainBackend:
 
     # -- gates --------------------------------------------------------------------------
     def proj(self, a: Residues, q: int, table: np.ndarray) -> Residues:
-        q = check_modulus(q)
-        t = np.asarray(table, dtype=np.int64)
-        if t.shape != (a.q,):
-            raise ValueError(f"projection table has shape {t.shape}, expected ({a.q},)")
-        if t.size and (t.min() < 0 or t.max() >= q):
-            raise ValueError(f"projection table entries must lie in [0, {q})")
+        return self.proj_many(a, [(q, table)])[0]
+
+    def proj_many(self, a: Residues, targets) -> list[Residues]:
+        checked = [_proj_table(a.q, q, table) for q, table in targets]
+        if not checked:
+            raise ValueError("proj_many needs at least one target")
         self._gate()
-        return self._wrap(torch.as_tensor(t, device=self.device)[a.v], q)
+        return [self._wrap(torch.as_tensor(t, device=self.device)[a.v], q) for q, t in checked]
 
     def mul(self, a: Residues, b: Residues) -> Residues:
         _same_modulus(a, b)
@@ -225,6 +225,17 @@ class PlainBackend:
             raise ValueError(f"mixed_mul shapes differ: {a.shape} vs {b.shape}")
         self._gate()
         return self._wrap((a.v * b.v) % a.q, a.q)
+
+
+def _proj_table(p: int, q, table) -> tuple[int, np.ndarray]:
+    """``(q, table)`` checked for a projection ``Z_p -> Z_q``."""
+    q = check_modulus(q)
+    t = np.asarray(table, dtype=np.int64)
+    if t.shape != (p,):
+        raise ValueError(f"projection table has shape {t.shape}, expected ({p},)")
+    if t.size and (t.min() < 0 or t.max() >= q):
+        raise ValueError(f"projection table entries must lie in [0, {q})")
+    return q, t
 
 
 def _same_modulus(a: Residues, b: Residues) -> None:
