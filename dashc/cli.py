@@ -69,8 +69,14 @@ def _moduli(ctx, param, value):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dashc")
-def main():
+@click.option("--threads", type=click.IntRange(min=1), default=1, envvar="DASHC_THREADS",
+              show_default=True, help="Torch intra-op threads (env DASHC_THREADS). One is "
+              "fastest for label arithmetic unless cores are idle and layers are large.")
+def main(threads):
     """dashc: private CNN inference with arithmetic garbled circuits."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @main.command("compile")
