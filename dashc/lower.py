@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -205,7 +205,9 @@ class _Search:
         """The first base, in group order, that holds the bounds of ``mode``: within a
         group (bases of one length by increasing product) the largest is tried first and
         a bisection finds the smallest that fits."""
-        fits: Callable[[tuple[int, ...]], bool] = lambda b: self.candidate(b).fits(mode)
+        def fits(base: tuple[int, ...]) -> bool:
+            return self.candidate(base).fits(mode)
+
         for group in groups:
             if max_len is not None and len(group[0]) > max_len:
                 return None

@@ -171,12 +171,6 @@ def align_factors(sa: float, sb: float, tol: float = 0.01, max_k: int = 256
 # -- CRT base -------------------------------------------------------------------------------
 
 
-def fits(moduli: Sequence[int], need: int) -> bool:
-    """Whether every ``|value| <= need`` is representable in the signed range."""
-    lo, hi = crt.signed_range(moduli)
-    return need <= hi and -need >= lo
-
-
 def candidate_bases(cfg: Config) -> list[list[tuple[int, ...]]]:
     """The bases ``cfg`` allows, in groups of equal length (fewest moduli first), each
     group by increasing product; the compiler takes the first that holds every bound."""
