@@ -6,9 +6,9 @@ torch device).  Every operation here is linear over ``Z_q``, so it maps zero lab
 labels and active labels to active labels alike (``W0 + x*delta`` stays of that form).
 
 Linear maps with public integer weights (dense, conv2d, sumpool) fold the digit axis into the
-batch and run one float matmul/convolution, then reduce mod ``q``.  Exactness: weights are
-replaced by their centred representatives mod ``q`` and the float type is chosen from the
-bound ``fan_in * (q - 1) * max|w|`` on any partial sum (float32 below 2^24, float64 below
+batch and run one float matmul/convolution, then reduce mod ``q``.  Exactness: weights (or, where
+their size would need float64, their centred representatives mod ``q``) and the float type
+are chosen from the bound ``fan_in * (q - 1) * max|w|`` on any partial sum (float32 below 2^24, float64 below
 2^53); when even float64 is not exact the reduction axis is split into exact pieces, each
 reduced mod ``q`` before summing.  TF32 is switched off on CUDA for these calls.
 """
@@ -68,9 +68,17 @@ def exact_float_plan(fan_in: int, q: int, wmax: int) -> tuple[torch.dtype, int]:
     return torch.float64, max(1, (FLOAT64_EXACT - 1) // per_term)
 
 
-def _weight_tensor(weight, q: int, device) -> tuple[torch.Tensor, int]:
-    w = centred(np.asarray(weight, dtype=np.int64), q)
-    return torch.from_numpy(np.ascontiguousarray(w)).to(device), int(np.abs(w).max(initial=0))
+def _weight_tensor(weight, q: int, device, fan_in: int) -> tuple[torch.Tensor, int]:
+    """Integer weights for a linear map mod ``q`` and their largest magnitude: the weights
+    themselves when every partial sum with them is exact in float32 (the result mod ``q``
+    is the same, and reducing a large weight array mod every modulus costs more than the
+    matmul), else their centred representatives mod ``q``."""
+    w = np.asarray(weight, dtype=np.int64)
+    wmax = max(int(w.max(initial=0)), -int(w.min(initial=0)))
+    if fan_in * (q - 1) * max(1, wmax) >= FLOAT32_EXACT:
+        w = centred(w, q)
+        wmax = int(np.abs(w).max(initial=0))
+    return torch.from_numpy(np.ascontiguousarray(w)).to(device), wmax
 
 
 class LabelTensor:
@@ -169,7 +177,7 @@ class LabelTensor:
     def dense(self, weight) -> "LabelTensor":
         """``(B, in) -> (B, out)``: ``y = x @ weight.T`` with ``weight [out, in]``."""
         B, fan_in = self.shape
-        w, wmax = _weight_tensor(weight, self.q, self.device)
+        w, wmax = _weight_tensor(weight, self.q, self.device, fan_in)
         if w.shape[1] != fan_in:
             raise ValueError(f"dense weight {tuple(w.shape)} does not match input {fan_in}")
         dtype, step = exact_float_plan(fan_in, self.q, wmax)
@@ -198,7 +206,8 @@ class LabelTensor:
         ``pads = (top, left, bottom, right)``."""
         if len(self.shape) != 4:
             raise ValueError(f"conv2d needs (B, C, H, W) values, got {self.shape}")
-        w, wmax = _weight_tensor(weight, self.q, self.device)
+        shape = np.shape(weight)
+        w, wmax = _weight_tensor(weight, self.q, self.device, int(np.prod(shape[1:])))
         O, C, kh, kw = w.shape
         if C != self.shape[1]:
             raise ValueError(f"conv weight has {C} input channels, input has {self.shape[1]}")

@@ -82,14 +82,16 @@ def make_record(gate_id: int, ciphertexts: int,
     return Record(gate_id, ciphertexts, out)
 
 
-def _encode(rec: Record) -> bytes:
+def _pieces(rec: Record) -> list:
+    """The bytes of one record as a list of buffers (headers and the digit arrays
+    themselves, not copied)."""
     parts = [_HEAD.pack(rec.gate_id, rec.ciphertexts, len(rec.arrays))]
     for q, a in rec.arrays:
         code, dt = digit_dtype(q)
-        parts.append(_ARRAY.pack(q, code, a.ndim))
-        parts.append(struct.pack(f"<{a.ndim}Q", *a.shape))
-        parts.append(np.ascontiguousarray(a, dtype=np.dtype(dt).newbyteorder("<")).tobytes())
-    return b"".join(parts)
+        a = np.ascontiguousarray(a, dtype=np.dtype(dt).newbyteorder("<"))
+        parts.append(_ARRAY.pack(q, code, a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape))
+        parts.append(memoryview(a.reshape(-1).view(np.uint8)))
+    return parts
 
 
 class TableStats:
@@ -169,7 +171,8 @@ class TableWriter:
         self._f.write(data)
 
     def append(self, rec: Record) -> None:
-        self._write(_encode(rec))
+        for piece in _pieces(rec):
+            self._write(piece)
         self._f.flush()  # each gate's tables leave memory as soon as they are garbled
         self.stats.add(rec)
 
@@ -210,6 +213,14 @@ class TableReader:
             self._sha.update(data)
         return data
 
+    def _take_into(self, n: int) -> bytearray:
+        """``n`` bytes read straight into a fresh writable buffer (hashed)."""
+        buf = bytearray(n)
+        if self._f.readinto(buf) != n:
+            raise IntegrityError(f"{self._name}: truncated garbled-table stream")
+        self._sha.update(buf)
+        return buf
+
     def _next(self) -> Record | None:
         if self._done:
             return None
@@ -238,10 +249,10 @@ class TableReader:
                 count *= int(d)
             if count > MAX_DIGITS:
                 raise IntegrityError(f"{self._name}: implausible table shape {shape}")
-            a = np.frombuffer(self._take(count * dt.itemsize), dtype=dt).reshape(shape)
+            a = np.frombuffer(self._take_into(count * dt.itemsize), dtype=dt).reshape(shape)
             if a.size and int(a.max()) >= q:
                 raise IntegrityError(f"{self._name}: digit out of range for modulus {q}")
-            arrays.append((q, a.astype(_DTYPES[code])))
+            arrays.append((q, a.astype(_DTYPES[code], copy=False)))
         rec = Record(gate_id, ciphertexts, arrays)
         self.stats.add(rec)
         return rec

@@ -51,6 +51,17 @@ def test_dense_exact_with_large_weights(q, fan_in, device):
     assert (a.dense(w).digits.cpu() == ref).all()
 
 
+@pytest.mark.parametrize("q,wmax", [(2, 1), (3, 127), (23, 127), (251, 60), (251, 4000)])
+def test_dense_exact_with_small_raw_weights(q, wmax):
+    """Weights small enough to be used as they are (no reduction mod q) and weights just
+    past that bound give the same exact result."""
+    rng = np.random.default_rng(q * wmax)
+    w = rng.integers(-wmax, wmax + 1, size=(6, 784))
+    a = _labels(q, (2, 784), 5, "cpu")
+    ref = torch.einsum("bin,oi->bon", a.digits, torch.from_numpy(w % q)) % q
+    assert (a.dense(w).digits == ref).all()
+
+
 def test_exact_float_plan_splits_when_needed():
     assert exact_float_plan(10, 251, 125)[0] is torch.float32
     assert exact_float_plan(10 ** 5, 251, 125)[0] is torch.float64
