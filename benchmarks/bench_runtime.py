@@ -6,7 +6,8 @@
 Prints the raw fixed-key AES-128-ECB throughput through OpenSSL (the physical floor), then
 for each gate implementation (``compiled``: numba kernels around OpenSSL, the CPU default;
 ``torch``: the tensor path that CUDA uses) the garbling and evaluation time of a projection
-layer Z3 -> Z2 and Z17 -> Z19 and of a layer of mixed half gates (x mod 17 times a bit),
+layer Z3 -> Z2 and Z17 -> Z19, of a multi-target projection Z13 -> (Z2, Z17, Z19, Z23)
+against four single projections, and of a layer of mixed half gates (x mod 17 times a bit),
 each with its AES block count and the share of the AES bound: (blocks / raw AES rate) /
 time.  With ``--model`` it also garbles and evaluates a zoo model end to end (tables
 streamed to a file, as the pipeline does) at each batch size and reports the time per
@@ -81,6 +82,19 @@ def gate_rows(table: Table, impl: str, W: int, repeat: int):
                       lambda: gates.garble_proj(a0, p, dp, q, dq, tab, 7, impl=impl), repeat)
         table.measure(f"[{impl}] evaluate proj {W} wires Z{p} -> Z{q}",
                       lambda: gates.eval_proj(active, p, q, tt, 7, impl=impl), repeat)
+    p, qs = 13, (2, 17, 19, 23)
+    a0, dp = rng.labels(p, (1, W)), rng.delta(p, 1)
+    targets = [(q, rng.delta(q, 1), torch.from_numpy(np.arange(p) % q)) for q in qs]
+    active = (a0 + dp[:, None, :]) % p
+    res = gates.garble_proj_many(a0, p, dp, targets, 7, impl=impl)
+    spec = [(q, rows) for (q, _, _), (_, rows) in zip(targets, res)]
+    table.measure(f"[{impl}] garble proj_many {W} wires Z{p} -> {len(qs)} targets",
+                  lambda: gates.garble_proj_many(a0, p, dp, targets, 7, impl=impl), repeat)
+    table.measure(f"[{impl}] garble {len(qs)} x proj {W} wires Z{p} (same targets)",
+                  lambda: [gates.garble_proj(a0, p, dp, q, dq, tab, 7 + i, impl=impl)
+                           for i, (q, dq, tab) in enumerate(targets)], repeat)
+    table.measure(f"[{impl}] evaluate proj_many {W} wires Z{p} -> {len(qs)} targets",
+                  lambda: gates.eval_proj_many(active, p, spec, 7, impl=impl), repeat)
     p, q = 17, 2
     a0, b0 = rng.labels(p, (1, W)), rng.labels(q, (1, W))
     dp, dq = rng.delta(p, 1), rng.delta(q, 1)

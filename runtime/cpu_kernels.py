@@ -187,6 +187,9 @@ def barrett(q: int, vmax: int) -> int:
     return (1 << 32) // q + 1 if vmax * q < 1 << 32 else 0
 
 
+#: below this modulus a row sum ``pad + c0 + f * delta < q^2 + 2q`` fits int32 (and float64)
+SMALL_Q = 46000
+
 KEY_BLOCK = 512  # keys expanded together (the vectorised loops run over them)
 
 
@@ -283,6 +286,11 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w
     nq = dq.shape[1]
     bw = max(1, pad.shape[0] // p)
     qq = q * q
+    small = q < SMALL_Q  # row sums fit int32: reduce them in float64 (vectorised)
+    qf = float(q)
+    invq = 1.0 / qf
+    cw = np.empty(nq, np.int32)
+    dw = np.empty(nq, np.int32)
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
         _expand_block(y, z, (v0 - w0) * p, (v1 - v0) * p, h, q, nq, k, D, tops, F, R, pad)
@@ -295,13 +303,24 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w
             f0 = table[ti, x0]
             for j in range(nq):
                 c0[w, j] = _md(q + qq - pad[base, j] - f0 * dq[b, j], q, M)
+            if small:
+                for j in range(nq):
+                    cw[j] = np.int32(c0[w, j])
+                    dw[j] = np.int32(dq[b, j])
             for r in range(1, p):
                 x = r - s
                 if x < 0:
                     x += p
                 f = table[ti, x]
-                for j in range(nq):
-                    rows[w, r - 1, j] = _md(pad[base + r, j] + c0[w, j] + f * dq[b, j], q, M)
+                if small:
+                    f32 = np.int32(f)
+                    for j in range(nq):
+                        v = np.float64(pad[base + r, j] + cw[j] + f32 * dw[j])
+                        rows[w, r - 1, j] = v - qf * np.floor((v + 0.5) * invq)
+                else:
+                    for j in range(nq):
+                        rows[w, r - 1, j] = _md(pad[base + r, j] + c0[w, j] + f * dq[b, j],
+                                                q, M)
 
 
 @njit(cache=True)
