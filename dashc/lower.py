@@ -37,6 +37,10 @@ class Lowered:
     origin: dict[str, str] = field(default_factory=dict)
 
 
+class _Unrepresentable(ValueError):
+    """A lowering whose integers cannot fit any base (its rescales are too coarse)."""
+
+
 class _Builder:
     def __init__(self, graph: FloatGraph, ranges: Mapping[str, tuple[float, float]],
                  cfg: Config, base: tuple[int, ...], weights: dict | None = None):
@@ -96,7 +100,10 @@ class _Builder:
         w, sw = self.weights[f.name]
         scale = sx * sw
         self.tensors[f"{f.name}.weight"] = w
-        self.tensors[f"{f.name}.bias"] = np.round(f.params["bias"] / scale).astype(np.int64)
+        bias = np.round(f.params["bias"] / scale)
+        if not np.all(np.abs(bias) < crt.MAX_M):
+            raise _Unrepresentable(f"bias of {f.name!r} exceeds 2**62 at scale {scale:.3g}")
+        self.tensors[f"{f.name}.bias"] = bias.astype(np.int64)
         if f.kind == "linear":
             node = Node(f.name, Op.DENSE, (x,), f.shape, {}, scale=scale)
         else:
@@ -189,11 +196,17 @@ class _Search:
     def __init__(self, graph: FloatGraph, ranges, cfg: Config):
         self.graph, self.ranges, self.cfg = graph, ranges, cfg
         self.weights: dict = {}
-        self.tried: dict[tuple[int, ...], _Candidate] = {}
+        self.tried: dict[tuple[int, ...], _Candidate | None] = {}
 
-    def candidate(self, base: tuple[int, ...]) -> _Candidate:
+    def candidate(self, base: tuple[int, ...]) -> _Candidate | None:
+        """The lowering for ``base`` and its bounds; None when its integers cannot be
+        represented at all."""
         if base not in self.tried:
-            low = lower_graph(self.graph, self.ranges, self.cfg, base, self.weights)
+            try:
+                low = lower_graph(self.graph, self.ranges, self.cfg, base, self.weights)
+            except _Unrepresentable:
+                self.tried[base] = None
+                return None
             worst = bounds.worst_case(low.nodes, low.tensors, low.input_clip)
             cal = bounds.calibrated(low.nodes, low.tensors, low.input_clip, low.seen,
                                     self.cfg.margin, worst)
@@ -206,7 +219,8 @@ class _Search:
         group (bases of one length by increasing product) the largest is tried first and
         a bisection finds the smallest that fits."""
         def fits(base: tuple[int, ...]) -> bool:
-            return self.candidate(base).fits(mode)
+            cand = self.candidate(base)
+            return cand is not None and cand.fits(mode)
 
         for group in groups:
             if max_len is not None and len(group[0]) > max_len:
@@ -241,12 +255,11 @@ def build_plan(graph: FloatGraph, ranges: Mapping[str, tuple[float, float]], cfg
     else:
         mode, chosen = "calibrated", cal
     if chosen is None:
-        base = groups[-1][-1]
-        tried = search.candidate(base)
-        need = bounds.requirement(tried.low.nodes, tried.intervals(
-            "worst-case" if cfg.bound == "worst" else "calibrated"))
-        where = f"moduli {tuple(cfg.moduli)}" if cfg.moduli else f"a {cfg.strategy} base"
         mode_name = "worst-case" if cfg.bound == "worst" else "calibrated"
+        tried = search.candidate(groups[-1][-1])
+        need = "beyond 2**62" if tried is None else \
+            bounds.requirement(tried.low.nodes, tried.intervals(mode_name))
+        where = f"moduli {tuple(cfg.moduli)}" if cfg.moduli else f"a {cfg.strategy} base"
         raise UsageError(f"values up to {need} ({mode_name} bound) do not fit {where} below "
                          "2**62; lower --bits/--act-bits or pass larger --moduli")
     low, intervals = chosen.low, chosen.intervals(mode)
