@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -229,7 +230,8 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
     torch_logits = predict(model, dataset, x_test)
     torch_acc = float((torch_logits.argmax(1) == y_test).mean())
 
-    onnx_path = out / f"{name}.onnx"
+    # checked under a temporary name; the pair replaces a previous NAME.onnx/NAME.json at the end
+    onnx_path = out / f".{name}.onnx.tmp"
     export_onnx(model, shape, onnx_path)
     x_test_in = data.preprocess(dataset, test_raw.x)
     ort_logits = run_onnx(onnx_path, x_test_in, threads)
@@ -272,12 +274,15 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
         "accuracy": {"test_float": round(ort_acc, 5), "test_float_measured_with": "onnxruntime",
                      "test_torch": round(torch_acc, 5), "validation": round(best_val, 5),
                      "shipped_sample": sample_check(onnx_path, dataset, threads)},
-        "onnx": {"file": onnx_path.name, "sha256": sha256_file(onnx_path), "opset": OPSET,
+        "onnx": {"file": f"{name}.onnx", "sha256": sha256_file(onnx_path), "opset": OPSET,
                  "max_abs_logit_difference_vs_torch": max_diff,
                  "argmax_agreement_vs_torch": agreement},
     }
-    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    log(f"{name}: wrote {onnx_path} and {out / f'{name}.json'}")
+    card_tmp = out / f".{name}.json.tmp"
+    card_tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(onnx_path, out / f"{name}.onnx")
+    os.replace(card_tmp, out / f"{name}.json")
+    log(f"{name}: wrote {out / f'{name}.onnx'} and {out / f'{name}.json'}")
     return card
 
 

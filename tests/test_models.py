@@ -148,6 +148,7 @@ def test_train_exports_and_writes_card(tiny_mnist, tmp_path):
     card = train.train("C", tiny_mnist, epochs=2, seed=3, out=out, batch_size=16, val_size=20,
                        threads=1)
     onnx_path = out / "C.onnx"
+    assert sorted(p.name for p in out.iterdir()) == ["C.json", "C.onnx"]
     assert json.loads((out / "C.json").read_text()) == card
     assert card["onnx"]["sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     assert card["onnx"]["opset"] == 17 and card["onnx"]["argmax_agreement_vs_torch"] == 1.0
