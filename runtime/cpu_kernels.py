@@ -61,14 +61,18 @@ def pack_consts(q: int) -> tuple[int, int]:
 
 
 LIMB = 21  # bits per limb in the expansion: every partial dividend is below 2^52
+#: divisors below this take the quotient digit with one rounding (see _expand_block)
+ONE_FLOOR_D = 1 << 29
 
 
 @functools.lru_cache(maxsize=None)
 def expand_consts(q: int, m: int, h: int) -> tuple:
     """Constants of the pad expansion into ``m`` digits mod ``q`` from ``h`` blocks:
-    ``(k, D = q^k, tops)``; ``tops[c]`` is the number of 21-bit limbs that may be non-zero
+    ``(k, D = q^k, tops)`` with ``k`` the largest with ``q^k < 2^29`` (at least 1); ``tops[c]`` is the number of 21-bit limbs that may be non-zero
     before division pass ``c`` (the value shrinks by a factor ``D`` per pass)."""
-    k = chunk_digits(q)
+    k = 1
+    while q ** (k + 1) < ONE_FLOOR_D:
+        k += 1
     D = q ** k
     L = -(-128 * h // LIMB)
     bound = 1 << (128 * h)
@@ -121,7 +125,12 @@ def _expand_block(y, z, i0, nk, h, q, m, k, D, tops, F, R, pad):
     ``rem * 2^21 + limb`` is below ``2^52``, so it, the quotient estimate times ``D`` and the
     remainder are exact; the estimate ``floor(cur * (1/D))`` is off by at most one either
     way (its error is below ``2^-30``), which ``floor((r + 1/2) * (1/D))`` of the remainder
-    ``r`` in ``(-D, 2D)`` corrects (margin ``1/(2D)``).  The loops over keys are innermost (vectorised)."""
+    ``r`` in ``(-D, 2D)`` corrects (margin ``1/(2D)``).  For ``D < 2^29`` (every modulus
+    below 2^29: :func:`expand_consts` picks ``k`` so) one rounding suffices:
+    ``floor((cur + 1/2) * (1/D))`` is exact because ``cur + 1/2`` is exact, the quotient
+    is below ``2^21`` (its computed value is off by less than ``1.5 * 2^-32``) and
+    ``(cur + 1/2) / D`` lies at least ``1/(2D) > 2^-30`` from every integer.  The loops over
+    keys are innermost (vectorised)."""
     if q == 2:
         for i in range(nk):
             for wd in range((m + 63) >> 6):
@@ -132,19 +141,25 @@ def _expand_block(y, z, i0, nk, h, q, m, k, D, tops, F, R, pad):
         return
     L = (128 * h + LIMB - 1) // LIMB
     mask = (1 << LIMB) - 1
-    for i in range(nk):
-        for li in range(L):
-            bit = li * LIMB
-            wd = bit >> 6
-            off = bit & 63
-            blk = wd >> 1
-            v = z[i0 + i, blk, wd & 1] ^ y[i0 + i, wd & 1]
-            val = (v >> off) & ((1 << (64 - off)) - 1) if off > 0 else v
-            if off + LIMB > 64 and wd + 1 < 2 * h:
-                nb = (wd + 1) >> 1
-                v2 = z[i0 + i, nb, (wd + 1) & 1] ^ y[i0 + i, (wd + 1) & 1]
-                val |= v2 << (64 - off)
-            F[li, i] = float(val & mask)
+    for li in range(L):  # limb-major: the offsets are constant along the loop over keys
+        bit = li * LIMB
+        wd = bit >> 6
+        off = bit & 63
+        blk = wd >> 1
+        hw = wd & 1
+        keep = (1 << (64 - off)) - 1 if off > 0 else -1
+        if off + LIMB > 64 and wd + 1 < 2 * h:
+            nb = (wd + 1) >> 1
+            nw = (wd + 1) & 1
+            up = 64 - off
+            for i in range(nk):
+                v = ((z[i0 + i, blk, hw] ^ y[i0 + i, hw]) >> off) & keep
+                v |= (z[i0 + i, nb, nw] ^ y[i0 + i, nw]) << up
+                F[li, i] = float(v & mask)
+        else:
+            for i in range(nk):
+                v = ((z[i0 + i, blk, hw] ^ y[i0 + i, hw]) >> off) & keep
+                F[li, i] = float(v & mask)
     rem = R
     Df = float(D)
     invD = 1.0 / Df
@@ -152,17 +167,25 @@ def _expand_block(y, z, i0, nk, h, q, m, k, D, tops, F, R, pad):
     invq = 1.0 / qf
     base = float(1 << LIMB)
     j = 0
+    one = D < ONE_FLOOR_D
     for c in range(tops.shape[0]):
         for i in range(nk):
             rem[i] = 0.0
         for li in range(tops[c] - 1, -1, -1):
-            for i in range(nk):
-                cur = rem[i] * base + F[li, i]
-                qt = np.floor(cur * invD)
-                r = cur - qt * Df  # in (-D, 2D)
-                adj = np.floor((r + 0.5) * invD)
-                F[li, i] = qt + adj
-                rem[i] = r - adj * Df
+            if one:
+                for i in range(nk):
+                    cur = rem[i] * base + F[li, i]
+                    qt = np.floor((cur + 0.5) * invD)
+                    F[li, i] = qt
+                    rem[i] = cur - qt * Df
+            else:
+                for i in range(nk):
+                    cur = rem[i] * base + F[li, i]
+                    qt = np.floor(cur * invD)
+                    r = cur - qt * Df  # in (-D, 2D)
+                    adj = np.floor((r + 0.5) * invD)
+                    F[li, i] = qt + adj
+                    rem[i] = r - adj * Df
         for _ in range(k):
             if j >= m:
                 break

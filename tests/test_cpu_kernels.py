@@ -76,7 +76,9 @@ def test_hash_compiled_equals_openssl_and_torch(q_in, q_out, m):
     assert torch.equal(ref, HASH(keys, q_in, 1 << 62, elem, 7, q_out, m, impl="torch"))
 
 
-@pytest.mark.parametrize("q,m,h", [(3, 80, 1), (19, 30, 2), (46337, 8, 1), (46337, 16, 2)])
+@pytest.mark.parametrize("q,m,h", [(3, 80, 1), (19, 30, 2), (46337, 8, 1), (46337, 16, 2),
+                                   (23, 28, 2), (251, 16, 2), (536870909, 4, 1),
+                                   (536870909, 8, 2), (1073741827, 4, 1), (1073741827, 8, 2)])
 def test_expansion_division_edge_values(q, m, h):
     """Pads at the edges of the float quotient estimate (all ones, zero, multiples of
     ``D = q^k`` and their neighbours; 46337^2 is just below 2^31) expand like exact integer
@@ -86,6 +88,12 @@ def test_expansion_division_edge_values(q, m, h):
     top = 1 << (128 * h)
     values = [0, top - 1, D, D - 1, D ** 2, D ** 3 - 1, D ** 4 + D - 1, (top // D) * D,
               (top // D) * D - 1, (top // D ** 2) * D ** 2 - 1, top - D]
+    # partial dividends at exact multiples of D and just below, at every limb position
+    for s in range(0, 128 * h - 21, 21):
+        for mult in (1, (1 << 21) - 1, D - 1):
+            v = (mult * D) << s
+            if v < top:
+                values += [v, v - 1, v + D - 1]
     words = [[int.from_bytes(((v >> (64 * i)) & ((1 << 64) - 1)).to_bytes(8, "little"),
                              "little", signed=True) for i in range(2 * h)] for v in values]
     y = np.zeros((len(values), 2), np.int64)
