@@ -81,6 +81,17 @@ def _weight_tensor(weight, q: int, device, fan_in: int) -> tuple[torch.Tensor, i
     return torch.from_numpy(np.ascontiguousarray(w)).to(device), wmax
 
 
+_LENGTH: dict[int, int] = {}
+
+
+def label_length(q: int) -> int:
+    """``crt.label_length`` memoised (it is asked for on every label tensor made)."""
+    n = _LENGTH.get(q)
+    if n is None:
+        n = _LENGTH[q] = crt.label_length(q)
+    return n
+
+
 class LabelTensor:
     """Labels modulo prime ``q``: ``digits`` of shape ``(B, *shape, n(q))``."""
 
@@ -88,7 +99,7 @@ class LabelTensor:
 
     def __init__(self, digits: torch.Tensor, q: int):
         check_modulus(q)
-        n = crt.label_length(q)
+        n = label_length(q)
         if digits.shape[-1] != n:
             raise ValueError(f"labels mod {q} need {n} digits, got {digits.shape[-1]}")
         self.digits = digits
@@ -124,7 +135,12 @@ class LabelTensor:
         return f"LabelTensor(q={self.q}, shape={self.shape}, device={self.device})"
 
     def _new(self, digits: torch.Tensor) -> "LabelTensor":
-        return LabelTensor(digits, self.q)
+        """A label tensor of the same (already checked) modulus; ``digits`` keep the
+        digit axis of ``self``."""
+        out = LabelTensor.__new__(LabelTensor)
+        out.digits = digits
+        out.q = self.q
+        return out
 
     def _check(self, other: "LabelTensor") -> None:
         if other.q != self.q:
@@ -155,8 +171,10 @@ class LabelTensor:
         integer tensor/array broadcast against the value shape (garbler only)."""
         c = torch.as_tensor(np.asarray(c) if not isinstance(c, torch.Tensor) else c)
         c = (c.to(self.device, torch.int64) % self.q)
-        c = c.expand(self.shape) if c.dim() <= len(self.shape) else c
         d = delta.reshape(self.batch, *([1] * (len(self.shape) - 1)), self.n)
+        if c.dim() == 0:  # one constant: c*delta once per batch element, then one add
+            return self._new((self.digits + (c * d) % self.q) % self.q)
+        c = c.expand(self.shape) if c.dim() <= len(self.shape) else c
         return self._new((self.digits + c.unsqueeze(-1) * d) % self.q)
 
     # -- shape operations ----------------------------------------------------------------
