@@ -213,7 +213,8 @@ def barrett(q: int, vmax: int) -> int:
 #: below this modulus a row sum ``pad + c0 + f * delta < q^2 + 2q`` fits int32 (and float64)
 SMALL_Q = 46000
 
-KEY_BLOCK = 512  # keys expanded together (the vectorised loops run over them)
+KEY_BLOCK = 128  # keys expanded together (the vectorised loops run over them; the limb
+#               scratch of 128 keys stays in L1)
 
 
 def _scratch(h: int, nkeys: int, m: int):
