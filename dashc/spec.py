@@ -4,7 +4,8 @@ Checked: the base (distinct primes, product below 2**62), unique names, topologi
 one INPUT and one final OUTPUT, arity and attributes per op, output shapes recomputed from
 the inputs, integer weights of the right shape, rescale divisors that are products of
 distinct moduli of the base, and every node's bound representable (``bound < M/2``, and a
-rescale's input bound within the range on which its gadget is exact).  Any violation raises :class:`PlanFileError` naming the node.
+rescale's input bound within the range on which its gadget is exact).  Any violation
+raises :class:`PlanFileError` naming the node.
 """
 from __future__ import annotations
 
