@@ -423,6 +423,49 @@ def mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, di
                                     - g[w, j], p, M)
 
 
+# -- free operations on label digits (flat int64 arrays of residues in [0, q)) ------------
+
+@njit(cache=True)
+def add_mod(a, b, q, out):
+    """``out = a + b mod q``."""
+    for i in range(a.shape[0]):
+        v = a[i] + b[i]
+        out[i] = v - q if v >= q else v
+
+
+@njit(cache=True)
+def sub_mod(a, b, q, out):
+    """``out = a - b mod q``."""
+    for i in range(a.shape[0]):
+        v = a[i] - b[i]
+        out[i] = v + q if v < 0 else v
+
+
+@njit(cache=True)
+def cmul_mod(a, c, q, out):
+    """``out = a * c mod q`` for ``0 <= c < q``: in float64 when ``a * c < q^2 < 2^52``
+    (``floor((v + 1/2) / q)`` is exact there), else the integer remainder."""
+    if q < 1 << 26:
+        qf = float(q)
+        inv = 1.0 / qf
+        for i in range(a.shape[0]):
+            v = float(a[i] * c)
+            out[i] = np.int64(v - qf * np.floor((v + 0.5) * inv))
+    else:
+        for i in range(a.shape[0]):
+            out[i] = (a[i] * c) % q
+
+
+@njit(cache=True)
+def add_rows(a, d, q, out):
+    """``out[b, e] = a[b, e] + d[b] mod q`` for ``a (B, E, n)`` and ``d (B, n)``."""
+    for b in range(a.shape[0]):
+        for e in range(a.shape[1]):
+            for j in range(a.shape[2]):
+                v = a[b, e, j] + d[b, j]
+                out[b, e, j] = v - q if v >= q else v
+
+
 # -- AES driver ------------------------------------------------------------------------------
 
 class BlockHasher:

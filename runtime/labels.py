@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from dashc import crt
 
+from . import cpu_kernels
+
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
 
@@ -92,6 +94,22 @@ def label_length(q: int) -> int:
     return n
 
 
+def _compiled(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled kernels can take these digit tensors: contiguous int64 CPU
+    tensors (of one shape, for two operands) and numba present."""
+    t = tensors[0]
+    return (cpu_kernels.AVAILABLE and t.device.type == "cpu" and t.dtype == torch.int64
+            and all(u.device.type == "cpu" and u.dtype == torch.int64 and u.is_contiguous()
+                    and u.shape == t.shape for u in tensors)
+            and not any(u.requires_grad for u in tensors))
+
+
+def _binary(kernel, a: torch.Tensor, b: torch.Tensor, q: int) -> torch.Tensor:
+    out = torch.empty_like(a)
+    kernel(a.view(-1).numpy(), b.view(-1).numpy(), q, out.view(-1).numpy())
+    return out
+
+
 class LabelTensor:
     """Labels modulo prime ``q``: ``digits`` of shape ``(B, *shape, n(q))``."""
 
@@ -149,14 +167,18 @@ class LabelTensor:
     # -- ring operations ------------------------------------------------------------------
     def add(self, other: "LabelTensor") -> "LabelTensor":
         self._check(other)
+        if _compiled(self.digits, other.digits):
+            return self._new(_binary(cpu_kernels.add_mod, self.digits, other.digits, self.q))
         return self._new((self.digits + other.digits) % self.q)
 
     def sub(self, other: "LabelTensor") -> "LabelTensor":
         self._check(other)
+        if _compiled(self.digits, other.digits):
+            return self._new(_binary(cpu_kernels.sub_mod, self.digits, other.digits, self.q))
         return self._new((self.digits - other.digits) % self.q)
 
     def neg(self) -> "LabelTensor":
-        return self._new((-self.digits) % self.q)
+        return self.cmul(-1)
 
     def cmul(self, c: int | torch.Tensor) -> "LabelTensor":
         """Multiply by a public integer (or an integer tensor broadcast over value shape)."""
@@ -164,6 +186,11 @@ class LabelTensor:
             c = (c.to(self.device, torch.int64) % self.q).unsqueeze(-1)
         else:
             c = int(c) % self.q
+            if _compiled(self.digits):
+                out = torch.empty_like(self.digits)
+                cpu_kernels.cmul_mod(self.digits.view(-1).numpy(), c, self.q,
+                                     out.view(-1).numpy())
+                return self._new(out)
         return self._new((self.digits * c) % self.q)
 
     def add_scaled(self, delta: torch.Tensor, c) -> "LabelTensor":
@@ -173,7 +200,13 @@ class LabelTensor:
         c = (c.to(self.device, torch.int64) % self.q)
         d = delta.reshape(self.batch, *([1] * (len(self.shape) - 1)), self.n)
         if c.dim() == 0:  # one constant: c*delta once per batch element, then one add
-            return self._new((self.digits + (c * d) % self.q) % self.q)
+            cd = (c * delta) % self.q
+            if _compiled(self.digits) and _compiled(cd):
+                a = self.digits.reshape(self.batch, -1, self.n)
+                out = torch.empty_like(a)
+                cpu_kernels.add_rows(a.numpy(), cd.numpy(), self.q, out.numpy())
+                return self._new(out.reshape(self.digits.shape))
+            return self._new((self.digits + cd.reshape(d.shape)) % self.q)
         c = c.expand(self.shape) if c.dim() <= len(self.shape) else c
         return self._new((self.digits + c.unsqueeze(-1) * d) % self.q)
 

@@ -37,6 +37,38 @@ def test_ring_ops_are_digitwise(q, device):
     assert a.shape == (2, 5) and a.n == crt.label_length(q) and a.q == q
 
 
+@pytest.mark.parametrize("q", [2, 3, 13, 251, 65521, (1 << 26) - 5, (1 << 31) - 1])
+def test_compiled_ring_ops_equal_torch(q, monkeypatch):
+    """The compiled free operations (CPU) give the torch path's digits, on every pair of
+    residues for small moduli and on samples with the extremes for large ones."""
+    if not labels_mod.cpu_kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    if q < 300:
+        x = torch.arange(q).repeat_interleave(q)
+        y = torch.arange(q).repeat(q)
+    else:
+        g = torch.Generator().manual_seed(q)
+        x = torch.cat([torch.tensor([0, 1, q - 1, q - 2]), torch.randint(0, q, (4000,),
+                                                                        generator=g)])
+        y = torch.cat([torch.tensor([q - 1, q - 1, q - 1, 0]), torch.randint(0, q, (4000,),
+                                                                            generator=g)])
+    n = crt.label_length(q)
+    size = -(-x.numel() // (2 * n)) * 2 * n
+    pad = size - x.numel()
+    x = torch.cat([x, torch.zeros(pad, dtype=torch.int64)]).reshape(2, -1, n)
+    y = torch.cat([y, torch.zeros(pad, dtype=torch.int64)]).reshape(2, -1, n)
+    a, b = LabelTensor(x, q), LabelTensor(y, q)
+    delta = y[:, 0, :].contiguous()
+    ops = [lambda: a.add(b), lambda: a.sub(b), lambda: a.neg(), lambda: a.cmul(q - 1),
+           lambda: a.cmul(-3), lambda: a.cmul(0), lambda: a.add_scaled(delta, q - 2)]
+    fast = [op().digits for op in ops]
+    monkeypatch.setattr(labels_mod.cpu_kernels, "AVAILABLE", False)
+    for op, got in zip(ops, fast):
+        ref = op().digits
+        assert got.dtype == ref.dtype == torch.int64 and torch.equal(got, ref)
+    assert torch.equal(fast[0], (x + y) % q) and torch.equal(fast[3], (x * (q - 1)) % q)
+
+
 def _linear_cases():
     return [(3, 5), (251, 300), (251, 2000), (17, 40)]
 
