@@ -21,7 +21,7 @@ settings() {
         A)      echo "--epochs 20 --schedule onecycle" ;;
         B)      echo "--epochs 40 --schedule onecycle --augmentation shift" ;;
         C)      echo "--epochs 20 --schedule onecycle" ;;
-        D)      echo "--epochs 20 --schedule onecycle --augmentation shift" ;;
+        D)      echo "--epochs 30 --schedule onecycle --augmentation shift" ;;
         E30)    echo "--epochs 40 --schedule onecycle" ;;
         E100)   echo "--epochs 40 --schedule onecycle" ;;
         Fsmall) echo "--epochs 25 --schedule onecycle --init he" ;;
