@@ -466,6 +466,25 @@ def add_rows(a, d, q, out):
                 out[b, e, j] = v - q if v >= q else v
 
 
+@njit(cache=True)
+def add_scaled_rows(a, c, d, q, out):
+    """``out[b, e] = a[b, e] + c[b, e] * d[b] mod q`` for ``a (B, E, n)``, ``c (B, E)`` and
+    ``d (B, n)`` in ``[0, q)`` (float64 reduction below ``2^26``, as :func:`cmul_mod`)."""
+    small = q < 1 << 26
+    qf = float(q)
+    inv = 1.0 / qf
+    for b in range(a.shape[0]):
+        for e in range(a.shape[1]):
+            ce = c[b, e]
+            if small:
+                for j in range(a.shape[2]):
+                    v = float(a[b, e, j] + ce * d[b, j])
+                    out[b, e, j] = np.int64(v - qf * np.floor((v + 0.5) * inv))
+            else:
+                for j in range(a.shape[2]):
+                    out[b, e, j] = (a[b, e, j] + (ce * d[b, j]) % q) % q
+
+
 # -- AES driver ------------------------------------------------------------------------------
 
 class BlockHasher:

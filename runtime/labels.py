@@ -208,6 +208,13 @@ class LabelTensor:
                 return self._new(out.reshape(self.digits.shape))
             return self._new((self.digits + cd.reshape(d.shape)) % self.q)
         c = c.expand(self.shape) if c.dim() <= len(self.shape) else c
+        if _compiled(self.digits) and _compiled(delta) and tuple(c.shape) == self.shape:
+            a = self.digits.reshape(self.batch, -1, self.n)
+            out = torch.empty_like(a)
+            cpu_kernels.add_scaled_rows(a.numpy(), c.reshape(self.batch, -1).contiguous()
+                                        .numpy(), delta.contiguous().numpy(), self.q,
+                                        out.numpy())
+            return self._new(out.reshape(self.digits.shape))
         return self._new((self.digits + c.unsqueeze(-1) * d) % self.q)
 
     # -- shape operations ----------------------------------------------------------------

@@ -60,7 +60,8 @@ def test_compiled_ring_ops_equal_torch(q, monkeypatch):
     a, b = LabelTensor(x, q), LabelTensor(y, q)
     delta = y[:, 0, :].contiguous()
     ops = [lambda: a.add(b), lambda: a.sub(b), lambda: a.neg(), lambda: a.cmul(q - 1),
-           lambda: a.cmul(-3), lambda: a.cmul(0), lambda: a.add_scaled(delta, q - 2)]
+           lambda: a.cmul(-3), lambda: a.cmul(0), lambda: a.add_scaled(delta, q - 2),
+           lambda: a.add_scaled(delta, y[..., 0] - 5), lambda: a.add_scaled(delta, x[0, :, 1])]
     fast = [op().digits for op in ops]
     monkeypatch.setattr(labels_mod.cpu_kernels, "AVAILABLE", False)
     for op, got in zip(ops, fast):
