@@ -258,7 +258,7 @@ class ShapeBackend:
         targets = list(targets)
         if not targets:
             raise ValueError("proj_many needs at least one target")
-        return [self.proj(a, q, table) for q, table in targets]
+        return [ShapeBackend.proj(self, a, q, table) for q, table in targets]
 
     def mul(self, a: Shape, b: Shape) -> Shape:
         return Shape(a.q, a.shape)
