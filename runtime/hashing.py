@@ -7,7 +7,9 @@ integer ``sum_i d_i q^i`` (exact: ``q^n(q) <= 2^128``).
 Tweaks are unique per gate, per wire element and per use: the 128-bit tweak holds the gate
 id in its high 64 bits and ``element << 6 | role << 3 | block`` in its low 64 bits, where
 ``role`` tells apart the hashes one gate makes under different keys and ``block`` numbers the
-output blocks of one hash.
+output blocks of one hash.  A gate that hashes each key for ``T`` outputs (a projection into
+several moduli, :meth:`Hasher.many`) puts ``element * T + t`` in the element field for output
+``t``, so its tweaks stay distinct; with ``T = 1`` this is the plain element index.
 
 Output expansion.  A pad must be (statistically) uniform in ``Z_q^m``.  The low ``m`` base-q
 digits of a uniform ``128h``-bit integer ``u`` are ``u mod q^m``, at statistical distance at
