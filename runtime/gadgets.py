@@ -63,11 +63,32 @@ def mrc_digits(bk, x: CrtTensor, order: Sequence[int] | None = None) -> list:
     for i, p in enumerate(order):
         a = rest[p]
         digits.append(a)
-        for q in order[i + 1:]:
-            inv = crt.inverse(p, q)
-            table = (-np.arange(p, dtype=np.int64) * inv) % q
-            rest[q] = bk.add(bk.cmul(rest[q], inv), bk.proj(a, q, table))
+        _garner_step(bk, rest, a, p, order[i + 1:])
     return digits
+
+
+def _garner_step(bk, rest: dict, a, p: int, later: Sequence[int]) -> None:
+    """``rest[q] <- (rest[q] - a) * p^-1 mod q`` for every later modulus, the digit ``a``
+    projected into all of them in one multi-target gate."""
+    if not later:
+        return
+    invs = [crt.inverse(p, q) for q in later]
+    tables = [(q, (-np.arange(p, dtype=np.int64) * inv) % q) for q, inv in zip(later, invs)]
+    for q, inv, lifted in zip(later, invs, bk.proj_many(a, tables)):
+        rest[q] = bk.add(bk.cmul(rest[q], inv), lifted)
+
+
+def _weighted_sum_into(bk, digits: list, order: Sequence[int], targets: Sequence[int]) -> dict:
+    """``{t: sum_i a_i * w_i mod t}`` with ``w_i = prod(order[:i])``: each digit projected
+    into every target in one multi-target gate, the radix weights folded into the tables."""
+    terms: dict[int, list] = {t: [] for t in targets}
+    weight = 1
+    for a, p in zip(digits, order):
+        tables = [(t, (np.arange(p, dtype=np.int64) * (weight % t)) % t) for t in targets]
+        for t, lifted in zip(targets, bk.proj_many(a, tables)):
+            terms[t].append(lifted)
+        weight *= p
+    return {t: _sum(bk, terms[t]) for t in targets}
 
 
 def _sum(bk, wires: list):
@@ -138,13 +159,11 @@ def sign(bk, x: CrtTensor) -> CrtTensor:
     ``(1, -1 mod q)``; modulo 2 the result is the constant 1.  Ciphertexts:
     ``sign_bit_cost + (number of odd moduli)``."""
     s = sign_bit(bk, x)
-    parts = {}
-    for q in x.moduli:
-        if q == 2:
-            parts[q] = _constant_like(bk, s, 1)
-        else:
-            parts[q] = bk.proj(s, q, np.array([1, q - 1], dtype=np.int64))
-    return CrtTensor(parts)
+    odd = [q for q in x.moduli if q != 2]
+    lifted = dict(zip(odd, bk.proj_many(s, [(q, np.array([1, q - 1], dtype=np.int64))
+                                            for q in odd]))) if odd else {}
+    return CrtTensor({q: _constant_like(bk, s, 1) if q == 2 else lifted[q]
+                      for q in x.moduli})
 
 
 # -- base extension and rescale ---------------------------------------------------------
@@ -175,15 +194,8 @@ def base_extend(bk, x: CrtTensor, source_moduli: Sequence[int], target_q: int | 
     z = CrtTensor({q: bk.add_const(x[q], shift % q) for q in source})
     order = mrc_order(source)
     digits = mrc_digits(bk, z, order)
-    out = {}
-    for t in targets:
-        weight = 1
-        terms = []
-        for a, p in zip(digits, order):
-            table = (np.arange(p, dtype=np.int64) * (weight % t)) % t
-            terms.append(bk.proj(a, t, table))
-            weight *= p
-        out[t] = bk.add_const(_sum(bk, terms), (-shift) % t)
+    sums = _weighted_sum_into(bk, digits, order, targets)
+    out = {t: bk.add_const(sums[t], (-shift) % t) for t in targets}
     return out[targets[0]] if np.isscalar(target_q) else CrtTensor(out)
 
 
@@ -346,21 +358,13 @@ def rescale(bk, x: CrtTensor, d: int, bound: int | None = None, method: str = "e
     u = {q: bk.add_const(x[q], lay.shift % q) for q in moduli}
     rest = lay.order
     for i, p in enumerate(lay.subset):
-        a = u[p]
-        later = lay.subset[i + 1:] + rest
-        for q in later:
-            inv = crt.inverse(p, q)
-            table = (-np.arange(p, dtype=np.int64) * inv) % q
-            u[q] = bk.add(bk.cmul(u[q], inv), bk.proj(a, q, table))
+        _garner_step(bk, u, u[p], p, lay.subset[i + 1:] + rest)
     v = CrtTensor({q: u[q] for q in rest})
     digits = mrc_digits(bk, v, rest)
     y = {q: bk.add_const(v[q], (-lay.c) % q) for q in rest}
+    sums = _weighted_sum_into(bk, digits, rest, lay.subset)
     for p in lay.subset:
-        weight, terms = 1, []
-        for b, q in zip(digits, rest):
-            terms.append(bk.proj(b, p, (np.arange(q, dtype=np.int64) * (weight % p)) % p))
-            weight *= q
-        y[p] = bk.add_const(_sum(bk, terms), (-lay.c) % p)
+        y[p] = bk.add_const(sums[p], (-lay.c) % p)
     out = CrtTensor({q: y[q] for q in moduli})
     if not relu:
         return out
@@ -399,11 +403,8 @@ def _rescale_by_sign(bk, x: CrtTensor) -> CrtTensor:
     moduli = x.moduli
     xs = {q: bk.add_const(x[q], 1) for q in moduli}
     rest = tuple(q for q in moduli if q != 2)
-    y = {}
-    for q in rest:
-        inv = crt.inverse(2, q)
-        table = (-np.arange(2, dtype=np.int64) * inv) % q
-        y[q] = bk.add(bk.cmul(xs[q], inv), bk.proj(xs[2], q, table))
+    y = {q: xs[q] for q in rest}
+    _garner_step(bk, y, xs[2], 2, rest)
     m_odd = math.prod(rest)
     shift = (m_odd - 1) // 2
     inv2 = {q: crt.inverse(2, q) for q in rest}
