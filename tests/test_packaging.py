@@ -15,5 +15,7 @@ def test_wheel_contains_every_subpackage(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for pkg in SUBPACKAGES:
         assert f"{pkg}/__init__.py" in names, f"{pkg} missing from the wheel"
+    assert "dashc/models/zoo/A.onnx" in names and "dashc/models/zoo/A.json" in names
+    assert "dashc/models/samples/mnist.npz" in names
     for top in ("runtime/", "models/", "calibration/"):
         assert not any(n.startswith(top) for n in names), f"top-level {top} leaked into the wheel"
