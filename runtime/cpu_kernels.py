@@ -336,7 +336,11 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w
                 if x < 0:
                     x += p
                 f = table[ti, x]
-                if small:
+                if q == 2:  # bits: the sum mod 2 is an exclusive or
+                    f32 = np.int32(f)
+                    for j in range(nq):
+                        rows[w, r - 1, j] = (pad[base + r, j] ^ cw[j] ^ (f32 & dw[j])) & 1
+                elif small:
                     f32 = np.int32(f)
                     for j in range(nq):
                         v = np.float64(pad[base + r, j] + cw[j] + f32 * dw[j])
