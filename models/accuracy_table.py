@@ -69,18 +69,18 @@ def main(argv=None) -> None:
     def say(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    root = default_data_dir(args.data_dir)
+    source = f"full test splits under {root}" if root else "the shipped samples"
     rows = []
     for name in names:
         n = args.garbled_cifar if architectures.dataset_of(name) == "cifar10" else args.garbled
         rows.append(row(name, args.data_dir, n, args.strategy, say))
-    root = default_data_dir(args.data_dir)
-    source = f"full test splits under {root}" if root else "the shipped samples"
-    text = markdown(rows, source)
+        text = markdown(rows, source)  # written after every model: long runs keep results
+        if args.out:
+            Path(args.out).write_text(text)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
