@@ -104,20 +104,23 @@ def main(threads):
 @click.option("--calib-size", type=int, default=512, show_default=True,
               help="Calibration samples used.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-drop", type=float, default=0.5, show_default=True,
+              help="Accuracy points the auto strategy may lose on the calibration set.")
 @click.option("--ranges", "ranges_out", type=click.Path(dir_okay=False), default=None,
               help="Also save the calibrated ranges as JSON.")
 @DATA_DIR
 @JSON_OUT
 @handles_errors
 def compile_cmd(model, calib, output, strategy, weight_bits, act_bits, input_bits, moduli,
-                scale_prime, bound, margin, calib_method, calib_size, seed, ranges_out,
-                data_dir, json_path):
+                scale_prime, bound, margin, calib_method, calib_size, seed, max_drop,
+                ranges_out, data_dir, json_path):
     """Compile MODEL (.onnx file or zoo name) into a verified integer plan."""
     plan = api.compile_model(model, calib, output, strategy=strategy, weight_bits=weight_bits,
                              act_bits=act_bits, input_bits=input_bits, moduli=moduli,
                              scale_prime=scale_prime, bound=bound, margin=margin,
                              calib_method=calib_method, calib_size=calib_size, seed=seed,
-                             data_dir=data_dir, ranges_out=ranges_out, progress=progress)
+                             max_drop=max_drop, data_dir=data_dir, ranges_out=ranges_out,
+                             progress=progress)
     if json_path:
         write_json(json_path, {"plan": str(output), **api.inspect_plan(plan)})
 
