@@ -54,6 +54,8 @@ def run(model: str, batch: int, repeat: int, tmp: Path) -> dict:
         raise SystemExit(f"{model}: dashc bench failed:\n{proc.stderr[-2000:]}")
     res = json.loads(out.read_text())
     res["load_average"] = os.getloadavg()[0]
+    if model == "relu16k":
+        res["model"] = "16 384 ReLUs"
     return res
 
 
