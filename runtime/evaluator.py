@@ -111,11 +111,6 @@ class Evaluator(LabelOps):
         outs = gates.eval_proj_many(x, p, spec, gid)
         return [LabelTensor(out.reshape(*a.shape, -1), q) for q, out in zip(qs, outs)]
 
-    def mul(self, a: LabelTensor, b: LabelTensor) -> LabelTensor:
-        if a.q != b.q:
-            raise ValueError(f"mul needs one modulus, got {a.q} and {b.q} (use mixed_mul)")
-        return self.mixed_mul(a, b)
-
     def mixed_mul(self, a: LabelTensor, b: LabelTensor) -> LabelTensor:
         if a.shape != b.shape:
             raise ValueError(f"mixed_mul operands have shapes {a.shape} and {b.shape}")

@@ -217,11 +217,6 @@ class Garbler(LabelOps):
         return [LabelTensor(c0.reshape(*a.shape, -1), q)
                 for (q, _, _), (c0, _) in zip(checked, res)]
 
-    def mul(self, a: LabelTensor, b: LabelTensor) -> LabelTensor:
-        if a.q != b.q:
-            raise ValueError(f"mul needs one modulus, got {a.q} and {b.q} (use mixed_mul)")
-        return self.mixed_mul(a, b)
-
     def mixed_mul(self, a: LabelTensor, b: LabelTensor) -> LabelTensor:
         if a.shape != b.shape:
             raise ValueError(f"mixed_mul operands have shapes {a.shape} and {b.shape}")

@@ -309,6 +309,12 @@ class LabelOps:
     def neg(self, a: LabelTensor) -> LabelTensor:
         return a.neg()
 
+    def mul(self, a: LabelTensor, b: LabelTensor) -> LabelTensor:
+        """Generalized half gate: the mixed-modulus half gate with equal moduli."""
+        if a.q != b.q:
+            raise ValueError(f"mul needs one modulus, got {a.q} and {b.q} (use mixed_mul)")
+        return self.mixed_mul(a, b)
+
     def cmul(self, a: LabelTensor, c: int) -> LabelTensor:
         return a.cmul(int(c))
 
