@@ -10,21 +10,16 @@ process, and every phase is also given as the share of that bound its AES blocks
 from __future__ import annotations
 
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .ir import Plan
+from .pipeline import garbled_logits
 from .runtime import execute
-from .runtime.evaluator import Evaluator
-from .runtime.garbler import Garbler
-from .runtime.hashing import HASH
-from .runtime.tables import TableReader, TableWriter
 
 Progress = Callable[[str], None]
 
@@ -74,45 +69,27 @@ def raw_aes_rate(blocks: int = 1 << 20, repeat: int = 5) -> float:
     return blocks / best
 
 
-def _timed_run(plan: Plan, backend, batch: int) -> tuple[object, dict[str, float]]:
-    per_node: dict[str, float] = {}
-    last = [time.perf_counter()]
+class _LayerClock:
+    """An ``on_node`` hook adding the wall time since the previous node (or since the start
+    of the run, signalled by ``node is None``) to that node."""
 
-    def hook(node, _value):
+    def __init__(self):
+        self.per_node: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def __call__(self, node, _value):
         now = time.perf_counter()
-        per_node[node.name] = per_node.get(node.name, 0.0) + now - last[0]
-        last[0] = now
-
-    out = execute.run(plan, backend, on_node=hook, batch=batch)
-    return out, per_node
+        if node is not None:
+            self.per_node[node.name] = self.per_node.get(node.name, 0.0) + now - self.last
+        self.last = now
 
 
 def one_run(plan: Plan, xi: torch.Tensor, device: str, workdir: str | None = None) -> dict:
-    batch = int(xi.shape[0])
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="dashc-bench-") as tmp:
-        path = Path(tmp) / "tables.dgt"
-        b0 = HASH.aes_blocks
-        t0 = time.perf_counter()
-        with TableWriter(path) as writer:
-            garbler = Garbler(batch, writer, device=device)
-            _, g_nodes = _timed_run(plan, garbler, batch)
-        t1 = time.perf_counter()
-        b1 = HASH.aes_blocks
-        inputs = garbler.encode([xi])
-        t2 = time.perf_counter()
-        reader = TableReader(path)
-        outputs, e_nodes = _timed_run(plan, Evaluator(inputs, reader, device=device), batch)
-        reader.finish()
-        t3 = time.perf_counter()
-        b2 = HASH.aes_blocks
-        (logits,) = garbler.decode([outputs])
-        t4 = time.perf_counter()
-        table_bytes = path.stat().st_size
-    return {"garble_s": t1 - t0, "encode_s": t2 - t1, "evaluate_s": t3 - t2,
-            "decode_s": t4 - t3, "garble_nodes": g_nodes, "evaluate_nodes": e_nodes,
-            "garble_aes_blocks": b1 - b0, "evaluate_aes_blocks": b2 - b1,
-            "table_bytes": table_bytes, "ciphertexts": writer.stats.ciphertexts,
-            "logits": logits}
+    garble_clock, evaluate_clock = _LayerClock(), _LayerClock()
+    logits, costs = garbled_logits(plan, xi, device, workdir, on_garble=garble_clock,
+                                   on_evaluate=evaluate_clock)
+    return {**costs, "table_bytes": costs["tables"], "garble_nodes": garble_clock.per_node,
+            "evaluate_nodes": evaluate_clock.per_node, "logits": torch.from_numpy(logits)}
 
 
 def bench_plan(plan: Plan, batch: int = 1, device: str = "cpu", repeat: int = 3,

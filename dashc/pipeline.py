@@ -20,6 +20,7 @@ from .ir import Plan
 from .runtime import execute
 from .runtime.evaluator import Evaluator
 from .runtime.garbler import Garbler
+from .runtime.hashing import HASH
 from .runtime.tables import TableReader, TableWriter, digit_bytes
 
 Progress = Callable[[str], None]
@@ -30,30 +31,39 @@ def label_bytes(t) -> int:
     return sum(lab.digits.numel() * digit_bytes(q) for q, lab in t.parts.items())
 
 
-def garbled_logits(plan: Plan, xi: np.ndarray, device: str = "cpu",
-                   workdir: str | None = None) -> tuple[np.ndarray, dict]:
-    """Garble ``len(xi)`` circuits, evaluate them on ``xi``, decode; logits and costs."""
-    costs = {"garble_s": 0.0, "encode_s": 0.0, "evaluate_s": 0.0, "decode_s": 0.0,
-             "tables": 0, "input_labels": 0, "output_labels": 0, "ciphertexts": 0}
+def garbled_logits(plan: Plan, xi, device: str = "cpu", workdir: str | None = None,
+                   on_garble=None, on_evaluate=None) -> tuple[np.ndarray, dict]:
+    """Garble ``len(xi)`` circuits, evaluate them on ``xi``, decode; logits and costs.
+
+    ``on_garble`` / ``on_evaluate`` are passed to :func:`execute.run` as ``on_node`` hooks
+    (the benchmark times layers with them); each is first called with ``(None, None)`` when
+    its run starts."""
+    batch = len(xi)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="dashc-") as tmp:
         path = Path(tmp) / "tables.dgt"
-        t0 = time.perf_counter()
+        b0, t0 = HASH.aes_blocks, time.perf_counter()
         with TableWriter(path) as writer:
-            garbler = Garbler(len(xi), writer, device=device)
-            execute.run(plan, garbler)
-        t1 = time.perf_counter()
+            garbler = Garbler(batch, writer, device=device)
+            if on_garble:
+                on_garble(None, None)
+            execute.run(plan, garbler, on_node=on_garble, batch=batch)
+        b1, t1 = HASH.aes_blocks, time.perf_counter()
         inputs = garbler.encode([torch.as_tensor(xi, dtype=torch.int64)])
         t2 = time.perf_counter()
         reader = TableReader(path)
-        outputs = execute.run(plan, Evaluator(inputs, reader, device=device), batch=len(xi))
+        evaluator = Evaluator(inputs, reader, device=device)
+        if on_evaluate:
+            on_evaluate(None, None)
+        outputs = execute.run(plan, evaluator, on_node=on_evaluate, batch=batch)
         reader.finish()
-        t3 = time.perf_counter()
+        b2, t3 = HASH.aes_blocks, time.perf_counter()
         (logits,) = garbler.decode([outputs])
         t4 = time.perf_counter()
-        costs.update(garble_s=t1 - t0, encode_s=t2 - t1, evaluate_s=t3 - t2, decode_s=t4 - t3,
-                     tables=path.stat().st_size, input_labels=label_bytes(inputs[0]),
-                     output_labels=label_bytes(outputs),
-                     ciphertexts=writer.stats.ciphertexts)
+        costs = {"garble_s": t1 - t0, "encode_s": t2 - t1, "evaluate_s": t3 - t2,
+                 "decode_s": t4 - t3, "tables": path.stat().st_size,
+                 "input_labels": label_bytes(inputs[0]), "output_labels": label_bytes(outputs),
+                 "ciphertexts": writer.stats.ciphertexts,
+                 "garble_aes_blocks": b1 - b0, "evaluate_aes_blocks": b2 - b1}
     return logits.cpu().numpy(), costs
 
 
