@@ -2,8 +2,8 @@
 
 Every secret (global offsets, zero labels, half-gate masks) is drawn here, never from torch
 or numpy random generators.  :class:`SecureRandom` reads ``os.urandom``; samples modulo ``q``
-use rejection (bytes at or above the largest multiple of ``q`` that fits are discarded), so
-each residue is exactly uniform.  Sampling is vectorised: one batch of bytes per call, topped
+use rejection (draws at or above the largest multiple of ``q`` that fits are discarded; a
+power of two takes bit fields directly), so each residue is exactly uniform.  Sampling is vectorised: one batch of bytes per call, topped
 up only when rejections leave it short.
 
 A deterministic generator exists for tests only: :func:`insecure_seeded_random` returns an
@@ -39,21 +39,37 @@ class SecureRandom:
         width = max(1, (int(q - 1).bit_length() + 7) // 8)
         if width > 8:
             raise ValueError(f"modulus {q} is too large for 64-bit sampling")
-        span = 1 << (8 * width)
-        limit = (span // q) * q  # accept draws below limit: each residue equally often
-        out = np.empty(count, dtype=np.uint64)
-        filled = 0
-        while filled < count:
-            want = count - filled
-            draw = int(want * span / limit * 1.05) + 16
-            raw = np.frombuffer(self.random_bytes(draw * width), dtype=np.uint8)
-            raw = raw.reshape(draw, width).astype(np.uint64)
-            value = np.zeros(draw, dtype=np.uint64)
-            for i in range(width):  # little-endian bytes -> integer (width <= 8 passes)
-                value |= raw[:, i] << np.uint64(8 * i)
-            value = value[value < np.uint64(limit)][:want]
-            out[filled:filled + len(value)] = value % np.uint64(q)
-            filled += len(value)
+        if q & (q - 1) == 0 and q <= 256:  # a power of two: uniform bit fields, no rejection
+            bits = q.bit_length() - 1
+            raw = np.frombuffer(self.random_bytes(-(-count * bits // 8)), dtype=np.uint8)
+            flat = np.unpackbits(raw, bitorder="little")[:count * bits]
+            if bits == 1:
+                out = flat
+            else:
+                pw = (1 << np.arange(bits, dtype=np.uint16)).astype(np.uint16)
+                out = flat.reshape(count, bits).astype(np.uint16) @ pw
+        else:
+            dtype = {1: np.uint8, 2: np.uint16}.get(width, np.uint64)
+            span = 1 << (8 * width)
+            limit = (span // q) * q  # accept draws below limit: each residue equally often
+            out = np.empty(count, dtype=dtype)
+            filled = 0
+            while filled < count:
+                want = count - filled
+                draw = int(want * span / limit * 1.05) + 16
+                raw = np.frombuffer(self.random_bytes(draw * width), dtype=np.uint8)
+                if width in (1, 2):
+                    value = raw.view(dtype)  # little-endian integers of the width
+                else:
+                    raw = raw.reshape(draw, width).astype(np.uint64)
+                    value = np.zeros(draw, dtype=np.uint64)
+                    for i in range(width):  # little-endian bytes -> integer
+                        value |= raw[:, i] << np.uint64(8 * i)
+                if limit < span:
+                    value = value[value < limit]
+                value = value[:want]
+                out[filled:filled + len(value)] = value % dtype(q)
+                filled += len(value)
         return torch.from_numpy(out.astype(np.int64)).reshape(shape).to(device)
 
     def labels(self, q: int, shape: tuple[int, ...], device="cpu") -> torch.Tensor:

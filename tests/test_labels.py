@@ -190,3 +190,18 @@ def test_seeded_generator_is_explicit_and_marked_insecure():
     assert torch.equal(a.labels(11, (5,)), b.labels(11, (5,)))
     assert not a.secure and SecureRandom.secure
     assert isinstance(a, InsecureSeededRandom)
+
+
+@pytest.mark.parametrize("q", [2, 4, 32, 3, 257, 65537])
+def test_residues_uniform_for_every_width(q):
+    """Bit fields (powers of two), one-, two- and four-byte rejection: chi-square on the
+    counts (or on 64 buckets for large q) stays far below what a bias would give."""
+    n = 64000
+    x = insecure_seeded_random(q).residues(q, (n,))
+    assert x.shape == (n,) and x.min() >= 0 and x.max() < q
+    buckets = min(q, 64)
+    counts = torch.bincount(x * buckets // q, minlength=buckets).double()
+    expected = torch.tensor([((torch.arange(q) * buckets // q) == b).sum() for b in
+                             range(buckets)], dtype=torch.float64) * n / q
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < buckets + 6 * (2 * buckets) ** 0.5, chi2
