@@ -172,3 +172,46 @@ def dataset_of(name: str) -> str:
 def input_shape(name: str) -> tuple[int, int, int]:
     """``(C, H, W)`` of one input of the zoo model ``name``."""
     return INPUTS[check_name(name)][1]
+
+
+def with_batchnorm(model: nn.Sequential) -> nn.Sequential:
+    """A copy of ``model`` with a BatchNorm2d after every convolution, for training only:
+    :func:`fold_batchnorm` turns the trained network back into the plain architecture."""
+    layers = []
+    for m in model:
+        layers.append(m)
+        if isinstance(m, nn.Conv2d):
+            layers.append(nn.BatchNorm2d(m.out_channels))
+    return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def fold_batchnorm(trained: nn.Sequential, name: str) -> nn.Sequential:
+    """The zoo architecture ``name`` computing what ``trained`` (built by
+    :func:`with_batchnorm`) computes in eval mode: each BatchNorm's affine map with its
+    running statistics is folded into the convolution before it,
+    ``w' = w * g / s`` and ``b' = (b - mu) * g / s + beta`` with ``s = sqrt(var + eps)``."""
+    plain = build(name)
+    folded = []
+    layers = list(trained)
+    for i, m in enumerate(layers):
+        if isinstance(m, nn.Conv2d):
+            bn = layers[i + 1]
+            if not isinstance(bn, nn.BatchNorm2d):
+                raise ValueError(f"layer {i + 1} after a convolution is not a BatchNorm2d")
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            folded.append((m.weight * scale[:, None, None, None],
+                           (m.bias - bn.running_mean) * scale + bn.bias))
+        elif isinstance(m, nn.Linear):
+            folded.append((m.weight.clone(), m.bias.clone()))
+    targets = [m for m in plain if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if len(targets) != len(folded):
+        raise ValueError(f"{name}: {len(folded)} trained layers for {len(targets)} in the "
+                         f"architecture")
+    for m, (w, b) in zip(targets, folded):
+        if m.weight.shape != w.shape:
+            raise ValueError(f"{name}: weight shape {tuple(w.shape)} does not fit "
+                             f"{tuple(m.weight.shape)}")
+        m.weight.copy_(w)
+        m.bias.copy_(b)
+    return plain.eval()

@@ -137,7 +137,7 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
           dataset: str | None = None, batch_size: int = 128, lr: float = 1e-3,
           schedule: str = "constant", val_size: int = 5000, threads: int = 2,
           augmentation: str | None = None, init: str = "default",
-          limit_train: int | None = None) -> dict:
+          limit_train: int | None = None, batchnorm: bool = False) -> dict:
     """Train the zoo model ``name``; returns the model card (also written to ``out``)."""
     architectures.check_name(name)
     if epochs < 1:
@@ -180,6 +180,8 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
     model = architectures.build(name)
     if init == "he":
         architectures.he_init(model)
+    if batchnorm:
+        model = architectures.with_batchnorm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(x_fit) / batch_size)
     if schedule == "onecycle":
@@ -227,6 +229,16 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
 
     model.load_state_dict(best_state)
     model.eval()
+    fold_diff = None
+    if batchnorm:  # back to the plain architecture, computing the same function
+        bn_logits = predict(model, dataset, x_val)
+        model = architectures.fold_batchnorm(model, name)
+        fold_diff = float(np.abs(predict(model, dataset, x_val) - bn_logits).max())
+        if fold_diff > 1e-3 * max(1.0, float(np.abs(bn_logits).max())):
+            raise DashcError(f"{name}: folding the batch normalisation changed the logits by "
+                             f"{fold_diff:.2e}")
+        log(f"{name}: batch normalisation folded into the convolutions (max |logit change| "
+            f"{fold_diff:.2e} on the validation set)")
     torch_logits = predict(model, dataset, x_test)
     torch_acc = float((torch_logits.argmax(1) == y_test).mean())
 
@@ -267,6 +279,10 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
                                     if name.startswith("E") else "n/a"),
             "weights_kept": f"epoch {best_epoch} (best validation accuracy)",
             "initialisation": INITS[init],
+            "normalisation": ("BatchNorm2d after every convolution while training, folded "
+                              "into the convolution weights and biases at export (max |logit "
+                              f"change| {fold_diff:.1e} on the validation set)"
+                              if batchnorm else "none"),
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "wall_seconds": round(time.time() - started, 1),
         },
@@ -305,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="default: crop-flip for CIFAR-10, none otherwise")
     ap.add_argument("--init", default="default", choices=tuple(INITS),
                     help="weight initialisation (default: torch's)")
+    ap.add_argument("--batchnorm", action="store_true",
+                    help="train with batch normalisation after every convolution, folded "
+                         "into the convolutions at export (CNN models only)")
     args = ap.parse_args(argv)
     data_dir = data.default_data_dir(args.data_dir)
     try:
@@ -313,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         train(args.name, data_dir, args.epochs, args.seed, args.out, dataset=args.dataset,
               batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
               val_size=args.val_size, threads=args.threads,
-              augmentation=args.augmentation, init=args.init)
+              augmentation=args.augmentation, init=args.init, batchnorm=args.batchnorm)
     except DashcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -235,3 +235,41 @@ def test_he_init():
     conv = model[2]                          # Conv 64->64 3x3: fan-in 576
     assert torch.count_nonzero(conv.bias) == 0
     assert float(conv.weight.detach().std()) == pytest.approx(math.sqrt(2 / 576), rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["B", "Fsmall"])
+def test_batchnorm_folds_into_the_plain_architecture(name):
+    """Trained-with-BatchNorm network == folded plain network, to float rounding."""
+    torch.manual_seed(0)
+    bn = architectures.with_batchnorm(architectures.build(name))
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in bn) == sum(
+        isinstance(m, torch.nn.Conv2d) for m in bn)
+    x = torch.randn(8, *architectures.input_shape(name))
+    bn.train()
+    for _ in range(3):  # non-trivial running statistics
+        bn(x * 3 + 1)
+    for m in bn:
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 2.0)
+            torch.nn.init.uniform_(m.bias, -1.0, 1.0)
+    bn.eval()
+    plain = architectures.fold_batchnorm(bn, name)
+    assert [type(m) for m in plain] == [type(m) for m in architectures.build(name)]
+    with torch.no_grad():
+        want, got = bn(x), plain(x)
+    assert torch.allclose(want, got, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_fold_batchnorm_refuses_a_plain_network():
+    with pytest.raises(ValueError, match="not a BatchNorm2d"):
+        architectures.fold_batchnorm(architectures.build("C"), "C")
+
+
+def test_train_with_batchnorm_exports_plain_onnx(tiny_mnist, tmp_path):
+    card = train.train("C", tiny_mnist, epochs=2, seed=3, out=tmp_path, batch_size=16,
+                       val_size=20, threads=1, batchnorm=True)
+    assert card["training"]["normalisation"].startswith("BatchNorm2d")
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "C.onnx")).graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops
+    assert card["onnx"]["argmax_agreement_vs_torch"] == 1.0
