@@ -2,8 +2,9 @@
 
 The garbler appends a record per gate call (its gate id, the ciphertext count and the digit
 arrays with their modulus); the evaluator reads the records back in the same order and checks
-that each one is the gate it expects.  Digits are stored compactly: ``uint8`` for moduli
-below 256, ``uint16`` below 65536, ``uint32`` otherwise.
+that each one is the gate it expects.  In memory digits are ``uint8`` for moduli up to 256,
+``uint16`` up to 65536, ``uint32`` otherwise; in a stream each digit takes ``bits(q - 1)``
+bits (:mod:`dashc.runtime.bitpack`: a row mod 19 of 30 digits is 19 bytes, not 30).
 
 Containers:
 
@@ -14,13 +15,14 @@ Containers:
 
 Byte format (little-endian)::
 
-    magic  b"DASHCGT1"
+    magic  b"DASHCGT2"
     record*:  u64 gate_id, u64 ciphertexts, u16 n_arrays,
-              n_arrays x (u32 modulus, u8 dtype code, u8 ndim, ndim x u64 dim, digits)
+              n_arrays x (u32 modulus, u8 ndim, ndim x u64 dim, packed digits)
     trailer:  u64 0xFFFF_FFFF_FFFF_FFFF, 32-byte SHA-256 of every byte before the trailer
 
 A reader raises :class:`dashc.errors.IntegrityError` on a bad magic, a truncated stream, a
-checksum mismatch, or a record that is not the gate the evaluator asks for.
+checksum mismatch, a digit out of range, or a record that is not the gate the evaluator asks
+for.
 """
 from __future__ import annotations
 
@@ -36,12 +38,13 @@ import torch
 
 from dashc.errors import IntegrityError
 
-MAGIC = b"DASHCGT1"
+from . import bitpack
+
+MAGIC = b"DASHCGT2"
 TRAILER = 0xFFFF_FFFF_FFFF_FFFF
 MAX_DIGITS = 1 << 40  # per array; larger shapes can only come from a corrupted header
-_DTYPES = {1: np.uint8, 2: np.uint16, 3: np.uint32}
 _HEAD = struct.Struct("<QQH")
-_ARRAY = struct.Struct("<IBB")
+_ARRAY = struct.Struct("<IB")
 
 
 def digit_dtype(q: int) -> tuple[int, type]:
@@ -65,7 +68,8 @@ class Record:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for _, a in self.arrays)
+        """Bytes of the packed digits (as stored in a stream)."""
+        return sum(bitpack.packed_size(a.size, q) for q, a in self.arrays)
 
 
 def make_record(gate_id: int, ciphertexts: int,
@@ -83,14 +87,11 @@ def make_record(gate_id: int, ciphertexts: int,
 
 
 def _pieces(rec: Record) -> list:
-    """The bytes of one record as a list of buffers (headers and the digit arrays
-    themselves, not copied)."""
+    """The bytes of one record as a list of buffers (headers and packed digits)."""
     parts = [_HEAD.pack(rec.gate_id, rec.ciphertexts, len(rec.arrays))]
     for q, a in rec.arrays:
-        code, dt = digit_dtype(q)
-        a = np.ascontiguousarray(a, dtype=np.dtype(dt).newbyteorder("<"))
-        parts.append(_ARRAY.pack(q, code, a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape))
-        parts.append(memoryview(a.reshape(-1).view(np.uint8)))
+        parts.append(_ARRAY.pack(q, a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape))
+        parts.append(memoryview(bitpack.pack(a, q)))
     return parts
 
 
@@ -239,20 +240,21 @@ class TableReader:
         ciphertexts, narrays = struct.unpack("<QH", self._take(10))
         arrays = []
         for _ in range(narrays):
-            q, code, ndim = _ARRAY.unpack(self._take(_ARRAY.size))
-            if code not in _DTYPES:
-                raise IntegrityError(f"{self._name}: unknown digit type {code}")
+            q, ndim = _ARRAY.unpack(self._take(_ARRAY.size))
+            if q < 2:
+                raise IntegrityError(f"{self._name}: invalid modulus {q}")
             shape = struct.unpack(f"<{ndim}Q", self._take(8 * ndim))
-            dt = np.dtype(_DTYPES[code]).newbyteorder("<")
             count = 1
             for d in shape:
                 count *= int(d)
             if count > MAX_DIGITS:
                 raise IntegrityError(f"{self._name}: implausible table shape {shape}")
-            a = np.frombuffer(self._take_into(count * dt.itemsize), dtype=dt).reshape(shape)
-            if a.size and int(a.max()) >= q:
-                raise IntegrityError(f"{self._name}: digit out of range for modulus {q}")
-            arrays.append((q, a.astype(_DTYPES[code], copy=False)))
+            a = bitpack.unpack(self._take_into(bitpack.packed_size(count, q)), count, q,
+                               digit_dtype(q)[1])
+            if a is None:
+                raise IntegrityError(f"{self._name}: digit out of range for modulus {q} "
+                                     f"(gate {gate_id})")
+            arrays.append((q, a.reshape(shape)))
         rec = Record(gate_id, ciphertexts, arrays)
         self.stats.add(rec)
         return rec

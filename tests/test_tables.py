@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dashc.errors import IntegrityError
-from dashc.runtime.tables import (MemoryTables, TableReader, TableWriter, digit_bytes,
+from dashc.runtime import bitpack
+from dashc.runtime.tables import (MAGIC, MemoryTables, TableReader, TableWriter, digit_bytes,
                                   make_record)
 
 
@@ -29,7 +30,8 @@ def test_compact_digit_storage():
     recs = _records()
     assert recs[0].arrays[0][1].dtype == np.uint8 and recs[2].arrays[0][1].dtype == np.uint16
     assert digit_bytes(251) == 1 and digit_bytes(257) == 2 and digit_bytes(70001) == 4
-    assert recs[0].nbytes == 2 * 3 * 2 * 80
+    assert recs[0].nbytes == 2 * 3 * 2 * 80 * 2 // 8  # stored: two bits per digit mod 3
+    assert recs[2].nbytes == -(-4 * 15 * 9 // 8)  # nine bits per digit mod 257
 
 
 def test_counts():
@@ -37,7 +39,7 @@ def test_counts():
     for r in _records():
         t.append(r)
     assert t.stats.as_dict() == {"gates": 3, "ciphertexts": 21,
-                                 "bytes": 960 + 80 + 10 + 120}
+                                 "bytes": 240 + 80 + 10 + 68}
 
 
 def test_bytes_round_trip_and_ordered_reads():
@@ -72,7 +74,7 @@ def test_corruption_and_truncation_detected():
     for offset in (100, 40):  # a digit of the first record, a byte of its header
         flipped = bytearray(data)
         flipped[offset] ^= 1
-        with pytest.raises(IntegrityError, match="checksum|range|digit type|truncated"):
+        with pytest.raises(IntegrityError, match="checksum|range|truncated|modulus"):
             list(TableReader(io.BytesIO(bytes(flipped))).records())
     with pytest.raises(IntegrityError, match="truncated"):
         list(TableReader(io.BytesIO(data[:-50])).records())
@@ -84,3 +86,38 @@ def test_corruption_and_truncation_detected():
         reader.finish()
     with pytest.raises(IntegrityError, match="end before"):
         MemoryTables().read(0, 1)
+
+
+@pytest.mark.parametrize("q", [2, 3, 5, 7, 11, 13, 17, 19, 127, 251, 257, 65537])
+def test_bitpack_round_trip_every_length(q):
+    rng = np.random.default_rng(q)
+    dt = np.uint8 if q <= 256 else np.uint16 if q <= 65536 else np.uint32
+    for count in (0, 1, 7, 8, 9, 15, 16, 17, 1000, 4099):
+        d = rng.integers(0, q, count).astype(dt)
+        d[: min(count, 3)] = q - 1  # the largest digit is kept whole
+        packed = bitpack.pack(d, q)
+        assert packed.dtype == np.uint8 and packed.size == bitpack.packed_size(count, q)
+        back = bitpack.unpack(bytearray(packed.tobytes()), count, q, dt)
+        assert back is not None and back.dtype == dt and np.array_equal(back, d)
+
+
+@pytest.mark.parametrize("q", [2, 3, 5, 19, 257])
+def test_bitpack_refuses_out_of_range_digits_and_padding(q):
+    count = 13  # leaves padding bits in the last byte for every width here
+    d = np.full(count, q - 1, dtype=np.uint16)
+    packed = bytearray(bitpack.pack(d, q).tobytes())
+    packed[-1] |= 0x80  # a padding bit
+    assert bitpack.unpack(packed, count, q, np.uint16) is None
+    if q & (q - 1):  # not a power of two: all-ones fields are digits >= q
+        ones = bytearray(b"\xff" * bitpack.packed_size(count, q))
+        assert bitpack.unpack(ones, count, q, np.uint16) is None
+    assert bitpack.unpack(bytearray(len(packed) + 1), count, q, np.uint16) is None
+
+
+def test_stream_refuses_a_digit_out_of_range():
+    rec = make_record(0, 1, [(3, np.array([[2, 1, 0, 2, 2, 1, 0, 1]], dtype=np.uint8))])
+    data = bytearray(MemoryTables([rec]).to_bytes())
+    body = len(MAGIC) + 18 + 5 + 16  # record head, array head, two dims
+    data[body] |= 0b11  # digit 0 becomes 3
+    with pytest.raises(IntegrityError, match="out of range for modulus 3"):
+        list(TableReader(io.BytesIO(bytes(data))).records())
