@@ -15,8 +15,9 @@ reused buffers.  Per gate and chunk of wires:
 
 Blocks are held as pairs of int64 (the little-endian 128-bit value), which is the byte
 layout the torch path feeds to AES.  Tweaks, digit expansion (low base-q digits of the
-``128h``-bit pad, divided by ``q^k < 2^31`` per pass) and packing (Horner's rule on 32-bit
-limbs over chunks of ``k`` digits) follow :mod:`dashc.runtime.hashing` exactly.
+``128h``-bit pad, divided by ``q^k`` per pass) and packing (the integer ``sum d_i q^i``; here
+chunks of ``k`` digits times 16-bit limbs of the chunk weights, summed exactly in float64,
+then carried) give exactly what :mod:`dashc.runtime.hashing` gives.
 
 ``AVAILABLE`` is False when numba cannot be imported; callers then use the torch path.
 """
@@ -55,9 +56,16 @@ def chunk_digits(q: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def pack_consts(q: int) -> tuple[int, int]:
+def pack_consts(q: int, n: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """Constants of packing ``n`` digits mod ``q``: ``(k, PW, QL)`` with ``k`` digits per
+    chunk (``q^k < 2^31``), ``PW = (1, q, .., q^(k-1))`` and ``QL[c, j]`` the ``j``-th 16-bit
+    limb of ``(q^k)^c`` (float64, exact)."""
     k = chunk_digits(q)
-    return k, q ** k
+    Q = q ** k
+    PW = np.array([float(q ** i) for i in range(k)])
+    QL = np.array([[float(((Q ** c) >> (16 * j)) & 0xFFFF) for j in range(8)]
+                   for c in range(-(-n // k))])
+    return k, PW, QL
 
 
 LIMB = 21  # bits per limb in the expansion: every partial dividend is below 2^52
@@ -85,34 +93,56 @@ def expand_consts(q: int, m: int, h: int) -> tuple:
 
 # -- inner helpers (inlined by LLVM) -------------------------------------------------------
 
-@njit(cache=True, inline="always")
-def _pack1(d, n, k, Q, pw):
-    """Digits ``d[0:n]`` -> the 128-bit integer sum d_i q^i as (low, high) int64; chunks of
-    ``k`` digits are dot products with ``pw = (1, q, .., q^(k-1))`` (independent multiplies),
-    combined by Horner's rule with ``Q = q^k`` on 32-bit limbs."""
-    nch = (n + k - 1) // k
-    l0 = 0
-    l1 = 0
-    l2 = 0
-    l3 = 0
-    for c in range(nch - 1, -1, -1):
+@njit(cache=True, fastmath={"contract"})
+def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0):
+    """Keys ``Dg[0:n, i]`` (digit-major, ``i < nk``) -> ``out[o0 + i]``, the 128-bit integers
+    ``sum_d Dg[d, i] q^d`` as (low, high) int64.  Chunks of ``k`` digits (``< 2^31``) times
+    the 16-bit limbs of ``q^(k c)`` are summed per limb in float64 (each sum is below
+    ``2^50``: exact), then the carries are propagated limb by limb.  The loops over keys are
+    innermost (vectorised)."""
+    for j in range(8):
+        for i in range(nk):
+            A[j, i] = 0.0
+    for c in range(QL.shape[0]):
         s = c * k
         e = min(n, s + k)
-        ch = 0
-        for i in range(s, e):
-            ch += d[i] * pw[i - s]
-        t = l0 * Q + ch
-        l0 = t & M32
-        cr = t >> 32
-        t = l1 * Q + cr
-        l1 = t & M32
-        cr = t >> 32
-        t = l2 * Q + cr
-        l2 = t & M32
-        cr = t >> 32
-        t = l3 * Q + cr
-        l3 = t & M32
-    return l0 | (l1 << 32), l2 | (l3 << 32)
+        for i in range(nk):
+            ch[i] = Dg[s, i]
+        for d in range(s + 1, e):
+            pwd = PW[d - s]
+            for i in range(nk):
+                ch[i] += Dg[d, i] * pwd
+        for j in range(8):
+            lj = QL[c, j]
+            if lj != 0.0:
+                for i in range(nk):
+                    A[j, i] += ch[i] * lj
+    inv = 1.0 / 65536.0
+    for i in range(nk):
+        ch[i] = 0.0
+    for j in range(8):
+        for i in range(nk):
+            v = A[j, i] + ch[i]
+            cq = np.floor(v * inv)
+            A[j, i] = v - cq * 65536.0
+            ch[i] = cq
+    for i in range(nk):
+        out[o0 + i, 0] = (np.int64(A[0, i]) | (np.int64(A[1, i]) << 16)
+                          | (np.int64(A[2, i]) << 32) | (np.int64(A[3, i]) << 48))
+        out[o0 + i, 1] = (np.int64(A[4, i]) | (np.int64(A[5, i]) << 16)
+                          | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
+
+
+@njit(cache=True, inline="always")
+def _bits(d, n):
+    """Digits mod 2 ``d[0:n]`` (``n <= 128``) -> (low, high) int64 of ``sum d_i 2^i``."""
+    lo = 0
+    hi = 0
+    for i in range(min(n, 64)):
+        lo |= d[i] << i
+    for i in range(64, n):
+        hi |= d[i] << (i - 64)
+    return lo, hi
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -224,48 +254,73 @@ def _scratch(h: int, nkeys: int, m: int):
 
 # -- kernels ----------------------------------------------------------------------------------
 
+PACK_BLOCK = 128  # keys packed together
+
+
 @njit(cache=True)
-def pack_labels(d, q, k, Q, out):
+def pack_labels(d, q, k, PW, QL, out):
     """``d (N, n)`` digits -> ``out (N, 2)`` packed 128-bit integers."""
-    n = d.shape[1]
-    pw = np.empty(k, np.int64)
-    pw[0] = 1
-    for i in range(1, k):
-        pw[i] = pw[i - 1] * q
-    for i in range(d.shape[0]):
-        lo, hi = _pack1(d[i], n, k, Q, pw)
-        out[i, 0] = lo
-        out[i, 1] = hi
+    N, n = d.shape
+    if q == 2:
+        for i in range(N):
+            lo, hi = _bits(d[i], n)
+            out[i, 0] = lo
+            out[i, 1] = hi
+        return
+    Dg = np.empty((n, PACK_BLOCK))
+    A = np.empty((8, PACK_BLOCK))
+    ch = np.empty(PACK_BLOCK)
+    for i0 in range(0, N, PACK_BLOCK):
+        nk = min(PACK_BLOCK, N - i0)
+        for i in range(nk):
+            for j in range(n):
+                Dg[j, i] = d[i0 + i, j]
+        _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, i0)
 
 
 @njit(cache=True)
-def pack_all_colours(a0, delta, E, p, k, Q, w0, w1, out):
+def pack_all_colours(a0, delta, E, p, k, PW, QL, w0, w1, out):
     """Keys ``a0[w] + x*delta[w // E]`` for every ``x`` in ``Z_p``, wires ``w0 <= w < w1``,
-    packed into ``out[(w - w0) * p + colour]`` (colour ``= a0[w, 0] + x mod p``)."""
+    packed into ``out[(w - w0) * p + colour]`` (colour ``= a0[w, 0] + x mod p``).  Mod 2 the
+    two keys are the bits of ``a0[w]`` and those exclusive-or the bits of the offset."""
     n = a0.shape[1]
+    if p == 2:
+        for w in range(w0, w1):
+            lo, hi = _bits(a0[w], n)
+            dlo, dhi = _bits(delta[w // E], n)
+            base = (w - w0) * 2
+            c = a0[w, 0]
+            out[base + c, 0] = lo
+            out[base + c, 1] = hi
+            out[base + 1 - c, 0] = lo ^ dlo
+            out[base + 1 - c, 1] = hi ^ dhi
+        return
+    bw = max(1, PACK_BLOCK // p)
+    Dg = np.empty((n, bw * p))
+    A = np.empty((8, bw * p))
+    ch = np.empty(bw * p)
     cur = np.empty(n, np.int64)
-    pw = np.empty(k, np.int64)
-    pw[0] = 1
-    for i in range(1, k):
-        pw[i] = pw[i - 1] * p
-    for w in range(w0, w1):
-        b = w // E
-        for i in range(n):
-            cur[i] = a0[w, i]
-        base = (w - w0) * p
-        r = a0[w, 0]
-        for x in range(p):
-            lo, hi = _pack1(cur, n, k, Q, pw)
-            out[base + r, 0] = lo
-            out[base + r, 1] = hi
-            r += 1
-            if r == p:
-                r = 0
+    for v0 in range(w0, w1, bw):
+        v1 = min(w1, v0 + bw)
+        for w in range(v0, v1):
+            b = w // E
             for i in range(n):
-                v = cur[i] + delta[b, i]
-                if v >= p:
-                    v -= p
-                cur[i] = v
+                cur[i] = a0[w, i]
+            base = (w - v0) * p
+            r = a0[w, 0]
+            for x in range(p):
+                col = base + r
+                for i in range(n):
+                    Dg[i, col] = cur[i]
+                r += 1
+                if r == p:
+                    r = 0
+                for i in range(n):
+                    v = cur[i] + delta[b, i]
+                    if v >= p:
+                        v -= p
+                    cur[i] = v
+        _pack_block(Dg, (v1 - v0) * p, n, k, PW, QL, A, ch, out, (v0 - w0) * p)
 
 
 @njit(cache=True)
@@ -562,13 +617,13 @@ def hash_labels(keys: np.ndarray, q_in: int, gid: int, elem: np.ndarray, role: i
     N = keys.shape[0]
     out = np.empty((N, m), np.int64)
     k, D, tops = expand_consts(q_out, m, h)
-    kp, Qp = pack_consts(q_in)
+    kp, PWp, QLp = pack_consts(q_in, keys.shape[1])
     F, R, pad = _scratch(h, KEY_BLOCK, m)
     step = max(1, CHUNK_BLOCKS // (1 + h))
     for i0 in range(0, N, step):
         i1 = min(N, i0 + step)
         x = _keys(i1 - i0)
-        pack_labels(keys[i0:i1], q_in, kp, Qp, x)
+        pack_labels(keys[i0:i1], q_in, kp, PWp, QLp, x)
         y, z = block_hasher().hash(x, gid, 0, 1, role, h, elem[i0:i1])
         expand_pads(y, z, h, q_out, m, k, D, tops, F, R, pad, out[i0:i1])
     return out
@@ -591,7 +646,7 @@ def garble_proj_many(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, target
     ``t`` takes its own tweaks (element field ``w * T + t``) and rows."""
     W = a0.shape[0]
     T = len(targets)
-    kp, Qp = pack_consts(p)
+    kp, PWp, QLp = pack_consts(p, a0.shape[1])
     prep = []
     for q, delta_q, table, h, rows_dtype in targets:
         nq = delta_q.shape[1]
@@ -607,7 +662,7 @@ def garble_proj_many(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, target
     for w0 in range(0, W, step):
         w1 = min(W, w0 + step)
         x = _keys((w1 - w0) * p)
-        pack_all_colours(a0, delta_p, E, p, kp, Qp, w0, w1, x)
+        pack_all_colours(a0, delta_p, E, p, kp, PWp, QLp, w0, w1, x)
         y = hasher.encrypt(x, "y")
         for t, (q, dq, tab, tw, h, k, D, tops, F, R, pad, M, c0, rows) in enumerate(prep):
             z = hasher.tweaked(y, gid, w0, p, role, h, T, t)
@@ -627,7 +682,7 @@ def eval_proj_many(a: np.ndarray, p: int, targets: list, gid: int, role: int) ->
     :func:`garble_proj_many`)."""
     W = a.shape[0]
     T = len(targets)
-    kp, Qp = pack_consts(p)
+    kp, PWp, QLp = pack_consts(p, a.shape[1])
     prep = []
     for q, rows, h in targets:
         nq = rows.shape[2]
@@ -640,7 +695,7 @@ def eval_proj_many(a: np.ndarray, p: int, targets: list, gid: int, role: int) ->
     for w0 in range(0, W, step):
         w1 = min(W, w0 + step)
         x = _keys(w1 - w0)
-        pack_labels(a[w0:w1], p, kp, Qp, x)
+        pack_labels(a[w0:w1], p, kp, PWp, QLp, x)
         y = hasher.encrypt(x, "y")
         for t, (q, rows, h, k, D, tops, F, R, pad, M, out) in enumerate(prep):
             z = hasher.tweaked(y, gid, w0, 1, role, h, T, t)
@@ -658,14 +713,14 @@ def garble_mixed_half(a0: np.ndarray, b0: np.ndarray, E: int, p: int, q: int,
     rows_e = np.empty((W, q - 1, n_p), rows_dtype)
     digits = np.empty((W, q), rows_dtype)
     k, D, tops = expand_consts(p, n_p + 1, h)
-    kq, Qq = pack_consts(q)
+    kq, PWq, QLq = pack_consts(q, b0.shape[1])
     M = barrett(p, 2 * p * p + 2 * p)
     F, R, pad = _scratch(h, max(q, KEY_BLOCK // q * q), n_p + 1)
     step = _step(q, h)
     for w0 in range(0, W, step):
         w1 = min(W, w0 + step)
         x = _keys((w1 - w0) * q)
-        pack_all_colours(b0, delta_q, E, q, kq, Qq, w0, w1, x)
+        pack_all_colours(b0, delta_q, E, q, kq, PWq, QLq, w0, w1, x)
         y, z = block_hasher().hash(x, gid, w0, q, 1, h)
         mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, out0,
                      rows_e, digits)
@@ -678,14 +733,14 @@ def eval_mixed_half(a: np.ndarray, b: np.ndarray, g: np.ndarray, p: int, q: int,
     W, n_p = a.shape
     out = np.empty((W, n_p), np.int64)
     k, D, tops = expand_consts(p, n_p + 1, h)
-    kq, Qq = pack_consts(q)
+    kq, PWq, QLq = pack_consts(q, b.shape[1])
     M = barrett(p, p * p + 4 * p)
     F, R, pad = _scratch(h, KEY_BLOCK, n_p + 1)
     step = _step(1, h)
     for w0 in range(0, W, step):
         w1 = min(W, w0 + step)
         x = _keys(w1 - w0)
-        pack_labels(b[w0:w1], q, kq, Qq, x)
+        pack_labels(b[w0:w1], q, kq, PWq, QLq, x)
         y, z = block_hasher().hash(x, gid, w0, 1, 1, h)
         mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, digits, out)
     return out

@@ -103,3 +103,28 @@ def test_expansion_division_edge_values(q, m, h):
     cpu_kernels.expand_pads(y, z, h, q, m, k, D, tops, F, R, pad, out)
     for v, row in zip(values, out.tolist()):
         assert row == [(v // q ** i) % q for i in range(m)]
+
+
+@pytest.mark.parametrize("q", [2, 3, 5, 7, 11, 13, 17, 19, 31, 127, 251, 257, 65521])
+def test_packing_equals_the_integer_sum(q):
+    """Both packing kernels give sum d_i q^i exactly, extreme digits included."""
+    n = crt.label_length(q)
+    rng = np.random.default_rng(q)
+    d = rng.integers(0, q, (300, n)).astype(np.int64)
+    d[0], d[1], d[2, ::2] = q - 1, 0, q - 1
+    k, PW, QL = cpu_kernels.pack_consts(q, n)
+    out = np.empty((300, 2), np.int64)
+    cpu_kernels.pack_labels(d, q, k, PW, QL, out)
+    want = [sum(int(v) * q ** i for i, v in enumerate(row)) for row in d]
+    got = [int(lo) % (1 << 64) | (int(hi) % (1 << 64)) << 64 for lo, hi in out]
+    assert got == want
+    delta = rng.integers(0, q, (3, n)).astype(np.int64)
+    delta[:, 0] = 1
+    allc = np.empty((300 * q, 2), np.int64)
+    cpu_kernels.pack_all_colours(d, delta, 100, q, k, PW, QL, 0, 300, allc)
+    for w in (0, 1, 2, 299):
+        for x in range(q):
+            key = (d[w] + x * delta[w // 100]) % q
+            lo, hi = allc[w * q + int(key[0])]
+            assert int(lo) % (1 << 64) | (int(hi) % (1 << 64)) << 64 == sum(
+                int(v) * q ** i for i, v in enumerate(key))
