@@ -1,7 +1,7 @@
 """Regenerate the zoo's accuracy table: float, simulated and garbled, side by side.
 
     python -m dashc.models.accuracy_table --data-dir DIR [--models A,C] [--garbled 1000]
-        [--garbled-cifar 200] [--strategy dash] [--out table.md]
+        [--garbled-cifar 200] [--strategy dash] [--batch 16] [--out table.md] [--json rows.json]
 
 For every shipped zoo model: compile it (calibrating on the training split of DIR), then the
 float and simulated accuracy on the full test split and the garbled accuracy on the first
@@ -21,14 +21,14 @@ from dashc.models import architectures, zoo
 from dashc.models.data import default_data_dir
 
 
-def row(name: str, data_dir, garbled: int, strategy: str, say) -> dict:
+def row(name: str, data_dir, garbled: int, strategy: str, say, batch: int = 16) -> dict:
     dataset = architectures.dataset_of(name)
     plan = api.compile_model(name, dataset, strategy=strategy, data_dir=data_dir,
                              progress=None)
     sim = api.simulate(plan, dataset, data_dir=data_dir, progress=None)
     say(f"{name}: float {sim['float_accuracy']:.4f} simulated {sim['simulated_accuracy']:.4f}"
         f" on {sim['n']}")
-    ev = api.eval_plan(plan, dataset, garbled, data_dir=data_dir, progress=say)
+    ev = api.eval_plan(plan, dataset, garbled, batch=batch, data_dir=data_dir, progress=say)
     return {"model": name, "dataset": dataset, "strategy": strategy,
             "moduli": list(plan.moduli), "n_test": sim["n"],
             "float_accuracy": sim["float_accuracy"],
@@ -61,6 +61,9 @@ def main(argv=None) -> None:
     ap.add_argument("--garbled", type=int, default=1000)
     ap.add_argument("--garbled-cifar", type=int, default=200)
     ap.add_argument("--strategy", default="dash")
+    ap.add_argument("--batch", type=int, default=16,
+                    help="Circuits garbled together (lower it for the CIFAR-10 models: their "
+                         "tables take about 0.6 GB per circuit on disk).")
     ap.add_argument("--out", default=None, help="Write the markdown table here too.")
     ap.add_argument("--json", default=None, help="Write the rows as JSON here.")
     args = ap.parse_args(argv)
@@ -74,7 +77,7 @@ def main(argv=None) -> None:
     rows = []
     for name in names:
         n = args.garbled_cifar if architectures.dataset_of(name) == "cifar10" else args.garbled
-        rows.append(row(name, args.data_dir, n, args.strategy, say))
+        rows.append(row(name, args.data_dir, n, args.strategy, say, args.batch))
         text = markdown(rows, source)  # written after every model: long runs keep results
         if args.out:
             Path(args.out).write_text(text)
