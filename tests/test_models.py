@@ -273,3 +273,17 @@ def test_train_with_batchnorm_exports_plain_onnx(tiny_mnist, tmp_path):
     ops = {n.op_type for n in onnx.load(str(tmp_path / "C.onnx")).graph.node}
     assert "BatchNormalization" not in ops and "Conv" in ops
     assert card["onnx"]["argmax_agreement_vs_torch"] == 1.0
+
+
+def test_accuracy_table_on_shipped_samples(tmp_path, monkeypatch, capsys):
+    from dashc.models import accuracy_table
+
+    monkeypatch.delenv("DASHC_DATA_DIR", raising=False)
+    out, js = tmp_path / "table.md", tmp_path / "rows.json"
+    accuracy_table.main(["--models", "E30", "--garbled", "6", "--batch", "4",
+                         "--out", str(out), "--json", str(js)])
+    (r,) = json.loads(js.read_text())
+    assert r["model"] == "E30" and r["n_garbled"] == 6 and r["exact_match"] == 1.0
+    assert r["n_test"] > 6 and 0.5 < r["simulated_accuracy"] <= 1.0
+    assert r["garbled_accuracy"] == r["simulated_accuracy_on_garbled"]
+    assert "| E30 |" in out.read_text() and "shipped samples" in out.read_text()
