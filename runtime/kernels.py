@@ -29,6 +29,16 @@ def _pads(node: Node) -> tuple[int, int, int, int]:
     return _ints(node.attr("pads", (0, 0, 0, 0)), 4, "pads", node)
 
 
+def _weight(plan: Plan, node: Node) -> np.ndarray:
+    """The node's int64 weights; the plan's own array is made read-only, which lets the
+    label backends keep its float form between runs."""
+    w = plan.weight(node)
+    weight = np.asarray(w, dtype=np.int64)
+    if weight is w:
+        weight.flags.writeable = False
+    return weight
+
+
 def _add_bias(bk, plan: Plan, node: Node, y: CrtTensor, channel_shape: tuple[int, ...]) -> CrtTensor:
     bias = plan.bias(node)
     if bias is None:
@@ -47,13 +57,13 @@ def k_input(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
 
 
 def k_dense(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
-    weight = np.asarray(plan.weight(node), dtype=np.int64)
+    weight = _weight(plan, node)
     y = inputs[0].map(lambda w: bk.dense(w, weight))
     return _add_bias(bk, plan, node, y, (weight.shape[0],))
 
 
 def k_conv(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
-    weight = np.asarray(plan.weight(node), dtype=np.int64)
+    weight = _weight(plan, node)
     stride = _ints(node.attr("stride", (1, 1)), 2, "stride", node)
     pads = _pads(node)
     y = inputs[0].map(lambda w: bk.conv2d(w, weight, stride, pads))

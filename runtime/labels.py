@@ -80,7 +80,32 @@ def _weight_tensor(weight, q: int, device, fan_in: int) -> tuple[torch.Tensor, i
     if fan_in * (q - 1) * max(1, wmax) >= FLOAT32_EXACT:
         w = centred(w, q)
         wmax = int(np.abs(w).max(initial=0))
-    return torch.from_numpy(np.ascontiguousarray(w)).to(device), wmax
+    return torch.from_numpy(np.require(w, np.int64, ["C", "W"])).to(device), wmax
+
+
+#: prepared float weights of read-only weight arrays (a plan's), keyed by the array's id;
+#: each entry keeps the array alive, so the id cannot be reused while the entry exists
+_PREPARED: dict[tuple, tuple] = {}
+_PREPARED_MAX = 512
+
+
+def _float_weights(weight, q: int, device, fan_in: int) -> tuple[torch.Tensor, torch.dtype,
+                                                                  int]:
+    """``(weights as floats, float type, exact reduction length)`` for a linear map mod
+    ``q`` (see :func:`exact_float_plan`); memoised for read-only numpy weight arrays, which
+    a plan's are, since preparing them costs as much as a small layer's matmul."""
+    key = (id(weight), q, str(device), fan_in)
+    hit = _PREPARED.get(key)
+    if hit is not None and hit[0] is weight:
+        return hit[1:]
+    w, wmax = _weight_tensor(weight, q, device, fan_in)
+    dtype, step = exact_float_plan(fan_in, q, wmax)
+    prepared = (w.to(dtype), dtype, step)
+    if isinstance(weight, np.ndarray) and not weight.flags.writeable:
+        if len(_PREPARED) >= _PREPARED_MAX:
+            _PREPARED.clear()
+        _PREPARED[key] = (weight, *prepared)
+    return prepared
 
 
 _LENGTH: dict[int, int] = {}
@@ -235,15 +260,14 @@ class LabelTensor:
     def dense(self, weight) -> "LabelTensor":
         """``(B, in) -> (B, out)``: ``y = x @ weight.T`` with ``weight [out, in]``."""
         B, fan_in = self.shape
-        w, wmax = _weight_tensor(weight, self.q, self.device, fan_in)
-        if w.shape[1] != fan_in:
-            raise ValueError(f"dense weight {tuple(w.shape)} does not match input {fan_in}")
-        dtype, step = exact_float_plan(fan_in, self.q, wmax)
+        if np.shape(weight)[1:] != (fan_in,):
+            raise ValueError(f"dense weight {np.shape(weight)} does not match input {fan_in}")
+        w, dtype, step = _float_weights(weight, self.q, self.device, fan_in)
         x = self.digits.transpose(1, 2).reshape(B * self.n, fan_in)
         acc = None
         with _no_tf32():
             for s in range(0, fan_in, step):
-                part = (x[:, s:s + step].to(dtype) @ w[:, s:s + step].T.to(dtype))
+                part = (x[:, s:s + step].to(dtype) @ w[:, s:s + step].T)
                 part = part.to(torch.int64) % self.q
                 acc = part if acc is None else (acc + part) % self.q
         out = acc.reshape(B, self.n, -1).transpose(1, 2).contiguous()
@@ -265,20 +289,19 @@ class LabelTensor:
         if len(self.shape) != 4:
             raise ValueError(f"conv2d needs (B, C, H, W) values, got {self.shape}")
         shape = np.shape(weight)
-        w, wmax = _weight_tensor(weight, self.q, self.device, int(np.prod(shape[1:])))
+        w, dtype, step = _float_weights(weight, self.q, self.device, int(np.prod(shape[1:])))
         O, C, kh, kw = w.shape
         if C != self.shape[1]:
             raise ValueError(f"conv weight has {C} input channels, input has {self.shape[1]}")
         top, left, bottom, right = (int(p) for p in pads)
         x = F.pad(self._fold(), (left, right, top, bottom))
-        dtype, step = exact_float_plan(C * kh * kw, self.q, wmax)
         cstep = max(1, step // (kh * kw))
         if cstep * kh * kw > step and step < C * kh * kw:
             raise ValueError("conv kernel window too large for exact float arithmetic")
         acc = None
         with _no_tf32():
             for s in range(0, C, cstep):
-                part = F.conv2d(x[:, s:s + cstep].to(dtype), w[:, s:s + cstep].to(dtype),
+                part = F.conv2d(x[:, s:s + cstep].to(dtype), w[:, s:s + cstep],
                                 stride=tuple(int(v) for v in stride))
                 part = part.to(torch.int64) % self.q
                 acc = part if acc is None else (acc + part) % self.q

@@ -56,7 +56,9 @@ class Residues:
 
 def _centered(w: np.ndarray | torch.Tensor, q: int) -> torch.Tensor:
     """Weights reduced mod q into ``(-q/2, q/2]`` (smaller float products)."""
-    t = torch.as_tensor(np.asarray(w, dtype=np.int64)) % q
+    if isinstance(w, np.ndarray):
+        w = np.require(w, np.int64, ["C", "W"])  # a writable copy of a read-only plan array
+    t = torch.as_tensor(w, dtype=torch.int64) % q
     return torch.where(t > q // 2, t - q, t)
 
 

@@ -205,3 +205,17 @@ def test_residues_uniform_for_every_width(q):
                              range(buckets)], dtype=torch.float64) * n / q
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < buckets + 6 * (2 * buckets) ** 0.5, chi2
+
+
+def test_prepared_weights_are_reused_only_for_read_only_arrays():
+    L = labels_mod
+    rng = np.random.default_rng(5)
+    w = rng.integers(-300, 300, (7, 40))
+    x = LabelTensor(torch.from_numpy(rng.integers(0, 13, (2, 40, crt.label_length(13)))), 13)
+    want = x.dense(w.copy()).digits
+    L._PREPARED.clear()
+    x.dense(w)
+    assert not L._PREPARED  # a writable array may change: never memoised
+    w.flags.writeable = False
+    assert torch.equal(x.dense(w).digits, want) and len(L._PREPARED) == 1
+    assert torch.equal(x.dense(w).digits, want) and len(L._PREPARED) == 1
