@@ -24,8 +24,8 @@ settings() {
         D)      echo "--epochs 30 --schedule onecycle --augmentation shift" ;;
         E30)    echo "--epochs 40 --schedule onecycle" ;;
         E100)   echo "--epochs 40 --schedule onecycle" ;;
-        Fsmall) echo "--epochs 25 --schedule onecycle --init he" ;;
-        F)      echo "--epochs 30 --schedule onecycle --init he" ;;
+        Fsmall) echo "--epochs 20 --schedule onecycle --init he" ;;
+        F)      echo "--epochs 16 --schedule onecycle --init he --batchnorm --lr 2e-3" ;;
         *)      echo "unknown model $1" >&2; return 1 ;;
     esac
 }
