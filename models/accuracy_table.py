@@ -1,7 +1,7 @@
 """Regenerate the zoo's accuracy table: float, simulated and garbled, side by side.
 
     python -m dashc.models.accuracy_table --data-dir DIR [--models A,C] [--garbled 1000]
-        [--garbled-cifar 200] [--strategy dash] [--batch 16] [--out table.md] [--json rows.json]
+        [--garbled-cifar 200] [--strategy dash] [--batch 16] [--threads 1] [--out table.md] [--json rows.json]
 
 For every shipped zoo model: compile it (calibrating on the training split of DIR), then the
 float and simulated accuracy on the full test split and the garbled accuracy on the first
@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import torch
 
 from dashc import api
 from dashc.models import architectures, zoo
@@ -64,9 +66,12 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=16,
                     help="Circuits garbled together (lower it for the CIFAR-10 models: their "
                          "tables take about 0.6 GB per circuit on disk).")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1 is fastest on a shared two-core machine)")
     ap.add_argument("--out", default=None, help="Write the markdown table here too.")
     ap.add_argument("--json", default=None, help="Write the rows as JSON here.")
     args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
     names = args.models.split(",") if args.models else list(zoo.available())
 
     def say(msg):
