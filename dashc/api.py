@@ -29,16 +29,24 @@ def _quiet(msg: str) -> None:
     pass
 
 
-def load_data(data, data_dir=None, split: str = "test", limit: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(x, y)`` from an ``.npz`` path, a built-in name, an array or an ``(x, y)`` pair."""
+def load_data(data, data_dir=None, split: str = "test", limit: int | None = None,
+              offset: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(x, y)`` from an ``.npz`` path, a built-in name, an array or an ``(x, y)`` pair:
+    ``limit`` samples (default all) from sample ``offset`` on."""
+    if offset < 0:
+        raise UsageError(f"offset must not be negative, got {offset}")
     if isinstance(data, tuple) and len(data) == 2:
         x, y = np.asarray(data[0]), (None if data[1] is None else np.asarray(data[1]))
     elif isinstance(data, np.ndarray):
         x, y = data, None
     else:
         from .calibration import load_data as read
-        x, y = read(data, data_dir=data_dir, split=split, limit=limit)
+        x, y = read(data, data_dir=data_dir, split=split,
+                    limit=None if limit is None else offset + limit)
+    if offset:
+        if offset >= len(x):
+            raise DataError(f"offset {offset} is past the end of the data ({len(x)} samples)")
+        x, y = x[offset:], (None if y is None else y[offset:])
     if limit is not None:
         x, y = x[:limit], (None if y is None else y[:limit])
     if len(x) == 0:
@@ -187,17 +195,20 @@ def decode(directory, outputs=None, *, progress: Progress | None = _stderr) -> d
 
 
 def eval_plan(plan, data, limit: int | None = None, *, batch: int = 16, device: str = "cpu",
-              data_dir=None, progress: Progress | None = _stderr) -> dict:
+              data_dir=None, offset: int = 0, progress: Progress | None = _stderr) -> dict:
     """Float, simulated and garbled accuracy side by side (``dashc eval``)."""
     from .calibration import check_input
     from .pipeline import eval_plan as run
 
     progress = progress or _quiet
     plan = _plan(plan)
-    x, y = load_data(data, data_dir, limit=limit)
+    x, y = load_data(data, data_dir, limit=limit, offset=offset)
     x = check_input(x, plan.input_node.shape, "data")
-    progress(f"evaluating {len(x)} samples garbled, in batches of {batch}")
-    return run(plan, x, y, batch=batch, device=device, progress=progress)
+    progress(f"evaluating {len(x)} samples garbled (from sample {offset}), in batches of "
+             f"{batch}")
+    res = run(plan, x, y, batch=batch, device=device, progress=progress)
+    res["offset"] = int(offset)
+    return res
 
 
 # -- two parties over the network -------------------------------------------------------------

@@ -237,16 +237,18 @@ def decode_cmd(directory, outputs, json_path):
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, help="Data: .npz or built-in name.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use the first N.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Skip the first K samples (with --limit: samples K to K+N-1).")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="Circuits garbled and evaluated together.")
 @DEVICE
 @DATA_DIR
 @JSON_OUT
 @handles_errors
-def eval_cmd(plan, data, limit, batch, device, data_dir, json_path):
+def eval_cmd(plan, data, limit, offset, batch, device, data_dir, json_path):
     """Whole pipeline in one process: float, simulated and garbled accuracy side by side."""
     res = api.eval_plan(plan, data, limit, batch=batch, device=device, data_dir=data_dir,
-                        progress=progress)
+                        offset=offset, progress=progress)
     t, b = res["timings_per_inference"], res["bytes_per_inference"]
     click.echo(f"n={res['n']}  moduli {tuple(res['moduli'])}")
     click.echo(f"  accuracy   float {pct(res['float_accuracy'])}   simulated "

@@ -96,3 +96,19 @@ def test_eval_reports_the_ladder(files, tmp_path):
     assert rep["n"] == 6 and rep["exact_match"] == 1.0
     assert set(rep["bytes"]) == {"tables", "input_labels", "output_labels"}
     assert "garbled" in r.output and "float" in r.output
+
+
+def test_eval_offset_selects_later_samples(files, tmp_path):
+    out = tmp_path / "eval.json"
+    r = run("eval", files / "tiny.dashc", "--data", files / "data.npz", "--offset", 30,
+            "--limit", 20, "--batch", 5, "--json", out)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(out.read_text())
+    assert rep["n"] == 10 and rep["offset"] == 30 and rep["exact_match"] == 1.0
+    d = np.load(files / "data.npz")
+    plan = load(files / "tiny.dashc")
+    sim, _ = run_plain(plan, encode_input(plan, d["x"][30:]))
+    want = float((sim.numpy().reshape(10, -1).argmax(1) == d["y"][30:]).mean())
+    assert rep["simulated_accuracy"] == want
+    r = run("eval", files / "tiny.dashc", "--data", files / "data.npz", "--offset", 40)
+    assert r.exit_code == 8 and "past the end" in r.output
