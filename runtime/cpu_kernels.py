@@ -41,7 +41,6 @@ except Exception:  # noqa: BLE001 - any import failure means "no compiled path"
             return f
         return wrap if not (args and callable(args[0])) else args[0]
 
-M32 = 0xFFFFFFFF
 CHUNK_BLOCKS = 1 << 14  # AES blocks per OpenSSL call (keeps the working set in cache)
 
 
