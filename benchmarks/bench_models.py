@@ -43,20 +43,30 @@ def relu_plan(path: Path, count: int = 16384) -> Path:
     return path
 
 
-def run(model: str, batch: int, repeat: int, tmp: Path) -> dict:
+def run(model: str, batch: int, repeat: int, tmp: Path, device: str = "cpu") -> dict:
     target = str(relu_plan(tmp / "relu16k.dashc")) if model == "relu16k" else model
     out = tmp / f"{model}.json"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(DASHC + ["bench", target, "--batch", str(batch), "--repeat",
-                                   str(repeat), "--json", str(out)],
+                                   str(repeat), "--device", device, "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{model}: dashc bench failed:\n{proc.stderr[-2000:]}")
+        print(f"{model}: dashc bench failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}",
+              file=sys.stderr, flush=True)
+        return None
     res = json.loads(out.read_text())
     res["load_average"] = os.getloadavg()[0]
     if model == "relu16k":
         res["model"] = "16 384 ReLUs"
     return res
+
+
+def peak(r: dict) -> str:
+    """Peak resident memory in MiB, with the peak device memory after it on CUDA."""
+    text = f"{r['peak_memory_bytes'] / 2**20:.0f}"
+    if r.get("peak_device_memory_bytes") is not None:
+        text += f" (+{r['peak_device_memory_bytes'] / 2**20:.0f} on device)"
+    return text
 
 
 def table(rows: list[tuple[str, dict]]) -> str:
@@ -70,7 +80,7 @@ def table(rows: list[tuple[str, dict]]) -> str:
         rg, re_ = REFERENCE.get(name, (float("nan"), float("nan")))
         lines.append(f"| {r['model']} | {','.join(map(str, r['moduli']))} | "
                      f"{r['ciphertexts'] // b} | {g:.4f} | {e:.4f} | {rg} / {re_} | "
-                     f"{rg / g:.1f}x / {re_ / e:.1f}x | {r['peak_memory_bytes'] / 2**20:.0f} | "
+                     f"{rg / g:.1f}x / {re_ / e:.1f}x | {peak(r)} | "
                      f"{100 * r['aes_bound_ratio']['garble']:.2f}% | "
                      f"{r['load_average']:.1f} |")
     return "\n".join(lines)
@@ -81,19 +91,36 @@ def main() -> None:
     ap.add_argument("--models", default="A,B,C,D,E30,E100,Fsmall,F,relu16k")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default=None, help="Also write the markdown table here.")
     args = ap.parse_args()
-    rows = []
+    rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="dashc-bench-") as tmp:
         for model in args.models.split(","):
             print(f"benchmarking {model} ...", file=sys.stderr, flush=True)
-            rows.append((model, run(model, args.batch, args.repeat, Path(tmp))))
-    text = (f"batch {args.batch}, median of {args.repeat} runs, CPU, {os.cpu_count()} cores, "
-            f"raw AES {rows[0][1]['aes_blocks_per_s'] / 1e6:.0f} M blocks/s\n\n"
+            res = run(model, args.batch, args.repeat, Path(tmp), args.device)
+            if res is None:
+                failed.append(model)
+                continue
+            rows.append((model, res))
+            text = report(rows, args)
+            if args.out:  # after every model, so a run cut short keeps what it measured
+                Path(args.out).write_text(text)
+    if rows:
+        print(report(rows, args))
+    if failed:
+        raise SystemExit(f"dashc bench failed for {', '.join(failed)}")
+
+
+def report(rows: list[tuple[str, dict]], args) -> str:
+    first = rows[0][1]
+    where = (f"CUDA, {first['device_name']}, tensor AES "
+             f"{first['device_aes_blocks_per_s'] / 1e6:.0f} M blocks/s"
+             if args.device == "cuda" else
+             f"CPU, {os.cpu_count()} cores, raw AES {first['aes_blocks_per_s'] / 1e6:.0f} "
+             f"M blocks/s")
+    return (f"batch {args.batch}, median of {args.repeat} runs, {where}\n\n"
             + table(rows) + "\n")
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
 
 
 if __name__ == "__main__":

@@ -69,15 +69,36 @@ def raw_aes_rate(blocks: int = 1 << 20, repeat: int = 5) -> float:
     return blocks / best
 
 
+def raw_device_aes_rate(device: str, blocks: int = 1 << 22, repeat: int = 5) -> float:
+    """Blocks per second of the tensor AES-128 on ``device`` (wall time, best run)."""
+    from .runtime.aes import TorchAES
+
+    aes = TorchAES()
+    data = torch.randint(0, 256, (blocks, 16), dtype=torch.uint8, device=device)
+    aes.encrypt(data[:1024])
+    best = float("inf")
+    for _ in range(repeat):
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        aes.encrypt(data)
+        torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return blocks / best
+
+
 class _LayerClock:
     """An ``on_node`` hook adding the wall time since the previous node (or since the start
-    of the run, signalled by ``node is None``) to that node."""
+    of the run, signalled by ``node is None``) to that node; on CUDA it waits for the
+    node's queued kernels first."""
 
-    def __init__(self):
+    def __init__(self, device: str = "cpu"):
         self.per_node: dict[str, float] = {}
+        self.cuda = torch.device(device).type == "cuda"
         self.last = time.perf_counter()
 
     def __call__(self, node, _value):
+        if self.cuda:
+            torch.cuda.synchronize()
         now = time.perf_counter()
         if node is not None:
             self.per_node[node.name] = self.per_node.get(node.name, 0.0) + now - self.last
@@ -85,7 +106,7 @@ class _LayerClock:
 
 
 def one_run(plan: Plan, xi: torch.Tensor, device: str, workdir: str | None = None) -> dict:
-    garble_clock, evaluate_clock = _LayerClock(), _LayerClock()
+    garble_clock, evaluate_clock = _LayerClock(device), _LayerClock(device)
     logits, costs = garbled_logits(plan, xi, device, workdir, on_garble=garble_clock,
                                    on_evaluate=evaluate_clock)
     return {**costs, "table_bytes": costs["tables"], "garble_nodes": garble_clock.per_node,
@@ -103,9 +124,13 @@ def bench_plan(plan: Plan, batch: int = 1, device: str = "cpu", repeat: int = 3,
     expected, _ = execute.run_plain(plan, xi, monitor=False)
     say("measuring raw AES throughput")
     aes_rate = raw_aes_rate()
+    cuda = torch.device(device).type == "cuda"
+    device_aes_rate = raw_device_aes_rate(device) if cuda else None
     say("warm-up run")
     one_run(plan, xi, device)
     runs = []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     with PeakRSS() as mem:
         for i in range(repeat):
             runs.append(one_run(plan, xi, device))
@@ -128,6 +153,7 @@ def bench_plan(plan: Plan, batch: int = 1, device: str = "cpu", repeat: int = 3,
                        "label_digits": 0 if c is None else c.label_digits * batch})
     garble_s, evaluate_s = med("garble_s"), med("evaluate_s")
     g_blocks, e_blocks = med("garble_aes_blocks"), med("evaluate_aes_blocks")
+    bound = device_aes_rate or aes_rate  # the AES of the device that ran the gates
     return {
         "batch": batch, "device": device, "repeat": repeat, "moduli": list(plan.moduli),
         "garble_s": garble_s, "encode_s": med("encode_s"), "evaluate_s": evaluate_s,
@@ -135,12 +161,16 @@ def bench_plan(plan: Plan, batch: int = 1, device: str = "cpu", repeat: int = 3,
         "garble_s_per_inference": garble_s / batch,
         "evaluate_s_per_inference": evaluate_s / batch,
         "peak_memory_bytes": int(mem.peak),
+        "peak_device_memory_bytes": int(torch.cuda.max_memory_allocated(device)) if cuda
+        else None,
+        "device_name": torch.cuda.get_device_name(device) if cuda else None,
+        "device_aes_blocks_per_s": device_aes_rate,
         "ciphertexts": int(med("ciphertexts")),
         "table_bytes": int(med("table_bytes")),
         "aes_blocks": {"garble": int(g_blocks), "evaluate": int(e_blocks)},
         "aes_blocks_per_s": aes_rate,
-        "aes_bound_ratio": {"garble": (g_blocks / aes_rate) / garble_s if garble_s else 0.0,
-                            "evaluate": (e_blocks / aes_rate) / evaluate_s
+        "aes_bound_ratio": {"garble": (g_blocks / bound) / garble_s if garble_s else 0.0,
+                            "evaluate": (e_blocks / bound) / evaluate_s
                             if evaluate_s else 0.0},
         "exact_match": bool(exact),
         "layers": layers,

@@ -369,7 +369,11 @@ def bench_cmd(model, batch, repeat, calib, strategy, device, data_dir, json_path
     click.echo(f"{res['ciphertexts']} ciphertexts, {res['table_bytes']} table bytes, peak "
                f"memory {res['peak_memory_bytes'] / 2**20:.0f} MiB, AES bound "
                f"{100 * ratio['garble']:.2f}% (garble) / {100 * ratio['evaluate']:.2f}% "
-               f"(evaluate) of {res['aes_blocks_per_s'] / 1e6:.0f} M blocks/s")
+               f"(evaluate) of {(res['device_aes_blocks_per_s'] or res['aes_blocks_per_s']) / 1e6:.0f}"
+               f" M blocks/s")
+    if res["device_name"]:
+        click.echo(f"device {res['device_name']}: peak device memory "
+                   f"{res['peak_device_memory_bytes'] / 2**20:.0f} MiB")
     write_json(json_path, res)
     if not res["exact_match"]:
         click.echo("error: garbled logits differ from the simulation", err=True)

@@ -31,6 +31,12 @@ def label_bytes(t) -> int:
     return sum(lab.digits.numel() * digit_bytes(q) for q, lab in t.parts.items())
 
 
+def _sync(device) -> None:
+    """Wait for queued device work, so that wall-clock phases are honest on CUDA."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def garbled_logits(plan: Plan, xi, device: str = "cpu", workdir: str | None = None,
                    on_garble=None, on_evaluate=None) -> tuple[np.ndarray, dict]:
     """Garble ``len(xi)`` circuits, evaluate them on ``xi``, decode; logits and costs.
@@ -47,8 +53,10 @@ def garbled_logits(plan: Plan, xi, device: str = "cpu", workdir: str | None = No
             if on_garble:
                 on_garble(None, None)
             execute.run(plan, garbler, on_node=on_garble, batch=batch)
+            _sync(device)
         b1, t1 = HASH.aes_blocks, time.perf_counter()
         inputs = garbler.encode([torch.as_tensor(xi, dtype=torch.int64)])
+        _sync(device)
         t2 = time.perf_counter()
         reader = TableReader(path)
         evaluator = Evaluator(inputs, reader, device=device)
@@ -56,6 +64,7 @@ def garbled_logits(plan: Plan, xi, device: str = "cpu", workdir: str | None = No
             on_evaluate(None, None)
         outputs = execute.run(plan, evaluator, on_node=on_evaluate, batch=batch)
         reader.finish()
+        _sync(device)
         b2, t3 = HASH.aes_blocks, time.perf_counter()
         (logits,) = garbler.decode([outputs])
         t4 = time.perf_counter()
