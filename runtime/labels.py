@@ -108,6 +108,26 @@ def _float_weights(weight, q: int, device, fan_in: int) -> tuple[torch.Tensor, t
     return prepared
 
 
+def exact_conv2d(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """``F.conv2d`` without padding, exact on integer-valued floats on any device.  On the
+    CPU that is ``F.conv2d`` itself.  Elsewhere it is one matrix product over unfolded
+    windows: CUDA's convolution library may pick Winograd or FFT algorithms, whose
+    transforms round even on integer data, while a matrix product (TF32 off) only adds
+    exact integer products."""
+    if x.device.type == "cpu":
+        return F.conv2d(x, w, stride=stride)
+    return conv2d_gemm(x, w, stride)
+
+
+def conv2d_gemm(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """``F.conv2d`` without padding as ``weights @ unfold(x)``."""
+    N, _, H, W = x.shape
+    O, C, kh, kw = w.shape
+    Ho, Wo = (H - kh) // stride[0] + 1, (W - kw) // stride[1] + 1
+    cols = F.unfold(x, (kh, kw), stride=stride)  # (N, C*kh*kw, Ho*Wo)
+    return (w.reshape(O, C * kh * kw) @ cols).reshape(N, O, Ho, Wo)
+
+
 _LENGTH: dict[int, int] = {}
 
 
@@ -298,11 +318,11 @@ class LabelTensor:
         cstep = max(1, step // (kh * kw))
         if cstep * kh * kw > step and step < C * kh * kw:
             raise ValueError("conv kernel window too large for exact float arithmetic")
+        stride = tuple(int(v) for v in stride)
         acc = None
         with _no_tf32():
             for s in range(0, C, cstep):
-                part = F.conv2d(x[:, s:s + cstep].to(dtype), w[:, s:s + cstep],
-                                stride=tuple(int(v) for v in stride))
+                part = exact_conv2d(x[:, s:s + cstep].to(dtype), w[:, s:s + cstep], stride)
                 part = part.to(torch.int64) % self.q
                 acc = part if acc is None else (acc + part) % self.q
         return self._unfold(acc)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from dashc import crt
 from dashc.runtime.backend import CrtTensor
+from dashc.runtime.labels import exact_conv2d
 
 #: wire moduli must stay below this so that a product of two residues fits in int64
 MAX_WIRE_MODULUS = 1 << 31
@@ -178,7 +179,7 @@ class PlainBackend:
 
         def fn(x: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
             x = F.pad(x, (left, right, top, bottom))
-            return F.conv2d(x, w.to(dt), stride=tuple(int(s) for s in stride))
+            return exact_conv2d(x, w.to(dt), tuple(int(s) for s in stride))
 
         return self._wrap(_exact_linear(a.v, q, fan_in, wmax, fn), q)
 

@@ -219,3 +219,22 @@ def test_prepared_weights_are_reused_only_for_read_only_arrays():
     w.flags.writeable = False
     assert torch.equal(x.dense(w).digits, want) and len(L._PREPARED) == 1
     assert torch.equal(x.dense(w).digits, want) and len(L._PREPARED) == 1
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("C,O,k,s", [(3, 32, 3, 1), (32, 32, 2, 2), (5, 5, 3, 3), (64, 16, 1, 1)])
+def test_conv2d_gemm_equals_conv2d(device, C, O, k, s):
+    """The matrix-product convolution used off the CPU equals ``F.conv2d`` exactly on
+    integer-valued floats, including full-range float32 sums."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    from dashc.runtime.labels import conv2d_gemm, exact_conv2d
+    g = torch.Generator().manual_seed(C * O + k)
+    fan_in = C * k * k
+    top = (1 << 24) // (fan_in * 128)  # every partial sum exact in float32
+    x = torch.randint(0, 128, (6, C, 13, 13), generator=g).float()
+    w = torch.randint(-top, top + 1, (O, C, k, k), generator=g).float()
+    ref = torch.nn.functional.conv2d(x.double(), w.double(), stride=(s, s))
+    x, w = x.to(device), w.to(device)
+    assert torch.equal(conv2d_gemm(x, w, (s, s)).cpu().double(), ref)
+    assert torch.equal(exact_conv2d(x, w, (s, s)).cpu().double(), ref)
