@@ -24,6 +24,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import torch
 from torch import nn
 
@@ -127,6 +129,26 @@ def sample_check(onnx_path: Path, dataset: str, threads: int = 2) -> dict | None
             "accuracy": round(acc, 5)}
 
 
+def load_onnx_weights(model: nn.Module, path: str | Path) -> None:
+    """Copy the initializers of an ONNX export of ``model``'s architecture into ``model``
+    (matched by parameter name and shape; every parameter must be found)."""
+    path = Path(path)
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise UsageError(f"{path}: not a readable ONNX model ({exc})") from None
+    found = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    state = model.state_dict()
+    for key, value in state.items():
+        if key not in found:
+            raise UsageError(f"{path}: no initializer {key!r} for this architecture")
+        if tuple(found[key].shape) != tuple(value.shape):
+            raise UsageError(f"{path}: initializer {key!r} has shape {found[key].shape}, "
+                             f"the architecture needs {tuple(value.shape)}")
+        state[key] = torch.from_numpy(np.array(found[key], dtype=np.float32))
+    model.load_state_dict(state)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -137,8 +159,13 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
           dataset: str | None = None, batch_size: int = 128, lr: float = 1e-3,
           schedule: str = "constant", val_size: int = 5000, threads: int = 2,
           augmentation: str | None = None, init: str = "default",
-          limit_train: int | None = None, batchnorm: bool = False) -> dict:
-    """Train the zoo model ``name``; returns the model card (also written to ``out``)."""
+          limit_train: int | None = None, batchnorm: bool = False,
+          start_from: str | Path | None = None) -> dict:
+    """Train the zoo model ``name``; returns the model card (also written to ``out``).
+
+    ``start_from`` names an ONNX export of the same architecture (a zoo file, say) whose
+    weights replace the initialisation: training then fine-tunes it, and the starting
+    weights count as epoch 0 in the choice of the best validation epoch."""
     architectures.check_name(name)
     if epochs < 1:
         raise UsageError(f"epochs must be at least 1, got {epochs}")
@@ -180,6 +207,10 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
     model = architectures.build(name)
     if init == "he":
         architectures.he_init(model)
+    start = None
+    if start_from is not None:
+        start = {"file": Path(start_from).name, "sha256": sha256_file(Path(start_from))}
+        load_onnx_weights(model, start_from)
     if batchnorm:
         model = architectures.with_batchnorm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -193,7 +224,12 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
         scheduler = None
     loss_fn = nn.CrossEntropyLoss()
 
-    history, best_val, best_state = [], -1.0, None
+    history, best_val, best_state, best_epoch = [], -1.0, None, 0
+    if start is not None:
+        best_val = float((predict(model, dataset, x_val).argmax(1) == y_val).mean())
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        history.append({"epoch": 0, "validation_accuracy": round(best_val, 5)})
+        log(f"{name}: starting weights from {start_from}: val {best_val:.4f}")
     for epoch in range(1, epochs + 1):
         t0 = time.time()
         model.train()
@@ -278,7 +314,8 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
             "activation_training": ("sign forward, tanh derivative backward (straight-through)"
                                     if name.startswith("E") else "n/a"),
             "weights_kept": f"epoch {best_epoch} (best validation accuracy)",
-            "initialisation": INITS[init],
+            "initialisation": (f"the weights of {start['file']} (sha256 {start['sha256']})"
+                               if start else INITS[init]),
             "normalisation": ("BatchNorm2d after every convolution while training, folded "
                               "into the convolution weights and biases at export (max |logit "
                               f"change| {fold_diff:.1e} on the validation set)"
@@ -324,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batchnorm", action="store_true",
                     help="train with batch normalisation after every convolution, folded "
                          "into the convolutions at export (CNN models only)")
+    ap.add_argument("--start-from", metavar="ONNX",
+                    help="fine-tune the weights of this ONNX export of the same architecture")
     args = ap.parse_args(argv)
     data_dir = data.default_data_dir(args.data_dir)
     try:
@@ -332,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         train(args.name, data_dir, args.epochs, args.seed, args.out, dataset=args.dataset,
               batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
               val_size=args.val_size, threads=args.threads,
-              augmentation=args.augmentation, init=args.init, batchnorm=args.batchnorm)
+              augmentation=args.augmentation, init=args.init, batchnorm=args.batchnorm,
+              start_from=args.start_from)
     except DashcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -179,6 +179,30 @@ def test_training_is_reproducible(tiny_mnist, tmp_path):
     assert other["onnx"]["sha256"] != cards[0]["onnx"]["sha256"]
 
 
+def test_fine_tune_starts_from_onnx_weights(tiny_mnist, tmp_path):
+    first = train.train("C", tiny_mnist, epochs=1, seed=3, out=tmp_path / "a", batch_size=16,
+                        val_size=20, threads=1)
+    start = tmp_path / "a" / "C.onnx"
+    # a learning rate of zero keeps the starting weights: the export must equal them
+    card = train.train("C", tiny_mnist, epochs=1, seed=4, out=tmp_path / "b", batch_size=16,
+                       val_size=20, threads=1, lr=0.0, start_from=start)
+    assert card["history"][0] == {"epoch": 0,
+                                  "validation_accuracy": first["accuracy"]["validation"]}
+    assert first["onnx"]["sha256"] in card["training"]["initialisation"]
+    a = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(start)).graph.initializer}
+    b = {i.name: onnx.numpy_helper.to_array(i)
+         for i in onnx.load(str(tmp_path / "b" / "C.onnx")).graph.initializer}
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert card["accuracy"]["test_float"] == first["accuracy"]["test_float"]
+    with pytest.raises(UsageError, match="initializer"):
+        train.train("A", tiny_mnist, epochs=1, seed=3, out=tmp_path / "c", batch_size=16,
+                    val_size=20, threads=1, start_from=start)
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    assert train.main(["C", "--data-dir", str(tiny_mnist), "--epochs", "1", "--out",
+                       str(tmp_path / "d"), "--start-from", str(tmp_path / "junk.onnx")]
+                      ) == UsageError.exit_code
+
+
 def test_train_cli_errors(tiny_mnist, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
     assert train.main(["C", "--epochs", "1", "--out", str(tmp_path)]) == UsageError.exit_code
