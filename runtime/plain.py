@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from dashc import crt
+from dashc.runtime import cpu_kernels
 from dashc.runtime.backend import CrtTensor
 from dashc.runtime.labels import exact_conv2d
 
@@ -140,23 +141,38 @@ class PlainBackend:
     # -- free operations ----------------------------------------------------------------
     def add(self, a: Residues, b: Residues) -> Residues:
         _same_modulus(a, b)
+        if _compiled(a.v, b.v):
+            return self._wrap(_kernel(cpu_kernels.add_mod, a.v, b.v, a.q), a.q)
         return self._wrap((a.v + b.v) % a.q, a.q)
 
     def sub(self, a: Residues, b: Residues) -> Residues:
         _same_modulus(a, b)
+        if _compiled(a.v, b.v):
+            return self._wrap(_kernel(cpu_kernels.sub_mod, a.v, b.v, a.q), a.q)
         return self._wrap((a.v - b.v) % a.q, a.q)
 
     def neg(self, a: Residues) -> Residues:
-        return self._wrap((-a.v) % a.q, a.q)
+        return self.cmul(a, -1)
 
     def cmul(self, a: Residues, c: int) -> Residues:
-        return self._wrap((a.v * (int(c) % a.q)) % a.q, a.q)
+        c = int(c) % a.q
+        if _compiled(a.v):
+            return self._wrap(_kernel(cpu_kernels.cmul_mod, a.v, c, a.q), a.q)
+        return self._wrap((a.v * c) % a.q, a.q)
 
     def add_const(self, a: Residues, c) -> Residues:
-        v = (a.v + self._const(c, a.q)) % a.q
-        if tuple(v.shape) != a.shape:
-            raise ValueError(f"constant of shape {np.shape(c)} does not broadcast to {a.shape}")
-        return self._wrap(v, a.q)
+        c = self._const(c, a.q)
+        try:
+            shape = torch.broadcast_shapes(a.v.shape, c.shape)
+        except RuntimeError:
+            shape = None
+        if shape != a.v.shape:
+            raise ValueError(f"constant of shape {tuple(c.shape)} does not broadcast to "
+                             f"{a.shape}")
+        if _compiled(a.v):
+            return self._wrap(_kernel(cpu_kernels.add_mod, a.v,
+                                      c.expand(shape).contiguous(), a.q), a.q)
+        return self._wrap((a.v + c) % a.q, a.q)
 
     def dense(self, a: Residues, weight: np.ndarray) -> Residues:
         q = a.q
@@ -216,6 +232,9 @@ class PlainBackend:
         if not checked:
             raise ValueError("proj_many needs at least one target")
         self._gate()
+        if _compiled(a.v):
+            v = a.v.numpy()
+            return [self._wrap(torch.from_numpy(np.take(t, v)), q) for q, t in checked]
         return [self._wrap(torch.as_tensor(t, device=self.device)[a.v], q) for q, t in checked]
 
     def mul(self, a: Residues, b: Residues) -> Residues:
@@ -228,6 +247,23 @@ class PlainBackend:
             raise ValueError(f"mixed_mul shapes differ: {a.shape} vs {b.shape}")
         self._gate()
         return self._wrap((a.v * b.v) % a.q, a.q)
+
+
+def _compiled(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled kernels take these residue tensors: contiguous int64 CPU
+    tensors of one shape, and numba present."""
+    t = tensors[0]
+    return (cpu_kernels.AVAILABLE and t.device.type == "cpu" and t.dtype == torch.int64
+            and all(u.device.type == "cpu" and u.dtype == torch.int64 and u.is_contiguous()
+                    and u.shape == t.shape for u in tensors))
+
+
+def _kernel(fn, a: torch.Tensor, b, q: int) -> torch.Tensor:
+    """``fn(a, b, q, out)`` on flat views: ``b`` a tensor like ``a`` or an int."""
+    out = torch.empty_like(a)
+    fn(a.view(-1).numpy(), b.view(-1).numpy() if torch.is_tensor(b) else b, q,
+       out.view(-1).numpy())
+    return out
 
 
 def _proj_table(p: int, q, table) -> tuple[int, np.ndarray]:

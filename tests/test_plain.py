@@ -20,6 +20,17 @@ def rng():
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def kernels(request, monkeypatch):
+    """Runs a test with the compiled residue kernels and again with torch alone."""
+    from dashc.runtime import cpu_kernels
+    if request.param == "compiled" and not cpu_kernels.AVAILABLE:
+        pytest.skip("numba is not installed")
+    if request.param == "torch":
+        monkeypatch.setattr(cpu_kernels, "AVAILABLE", False)
+    return request.param
+
+
 def test_implements_protocol():
     assert isinstance(PlainBackend([]), Backend)
 
@@ -53,7 +64,7 @@ def test_composite_or_huge_modulus_refused(q):
         bk.proj(Residues(torch.zeros(1, 2, dtype=torch.long), 5), q, np.zeros(5, np.int64))
 
 
-def test_free_ops(rng):
+def test_free_ops(rng, kernels):
     bk = PlainBackend([])
     a, b = wire(rng, (3, 4)), wire(rng, (3, 4))
     av, bv = a.v.numpy(), b.v.numpy()
@@ -70,6 +81,12 @@ def test_free_ops(rng):
         bk.add(a, wire(rng, (3, 4), 11))
     r = bk.reshape(a, (3, 2, 2))
     assert r.shape == (3, 2, 2) and r.q == Q
+    t = Residues(a.v.t(), Q)  # not contiguous: the torch path takes it
+    assert np.array_equal(bk.add(t, Residues(b.v.t(), Q)).v.numpy(), ((av + bv) % Q).T)
+    assert np.array_equal(bk.cmul(t, 5).v.numpy(), ((av * 5) % Q).T)
+    big = wire(rng, (2, 3, 50, 50), 19)  # large enough to matter, with a per-channel constant
+    c = rng.integers(-50, 50, size=(3, 1, 1))
+    assert np.array_equal(bk.add_const(big, c).v.numpy(), (big.v.numpy() + c) % 19)
 
 
 def test_take(rng):
@@ -139,7 +156,7 @@ def test_sumpool_exact(rng):
     assert np.array_equal(out, conv_ref(a.v.numpy(), ones, (2, 1), (1, 0, 0, 2)) % Q)
 
 
-def test_gates(rng):
+def test_gates(rng, kernels):
     bk = PlainBackend([])
     a = wire(rng, (3, 5), 7)
     table = rng.integers(0, 11, size=7)
