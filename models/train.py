@@ -129,6 +129,19 @@ def sample_check(onnx_path: Path, dataset: str, threads: int = 2) -> dict | None
             "accuracy": round(acc, 5)}
 
 
+def _card_summary(onnx_path: Path) -> dict:
+    """The training and accuracy of the model card beside ``onnx_path`` (``NAME.json``)
+    when it describes that very file, so that a fine-tuned card keeps its lineage."""
+    card_path = onnx_path.with_suffix(".json")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if card.get("onnx", {}).get("sha256") != sha256_file(onnx_path):
+        return {}
+    return {"card": {"training": card.get("training"), "accuracy": card.get("accuracy")}}
+
+
 def load_onnx_weights(model: nn.Module, path: str | Path) -> None:
     """Copy the initializers of an ONNX export of ``model``'s architecture into ``model``
     (matched by parameter name and shape; every parameter must be found)."""
@@ -211,6 +224,7 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
     if start_from is not None:
         start = {"file": Path(start_from).name, "sha256": sha256_file(Path(start_from))}
         load_onnx_weights(model, start_from)
+        start.update(_card_summary(Path(start_from)))
     if batchnorm:
         model = architectures.with_batchnorm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -322,6 +336,7 @@ def train(name: str, data_dir: str | Path, epochs: int, seed: int, out: str | Pa
                               if batchnorm else "none"),
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "wall_seconds": round(time.time() - started, 1),
+            **({"started_from": start} if start else {}),
         },
         "history": history,
         "accuracy": {"test_float": round(ort_acc, 5), "test_float_measured_with": "onnxruntime",

@@ -189,6 +189,9 @@ def test_fine_tune_starts_from_onnx_weights(tiny_mnist, tmp_path):
     assert card["history"][0] == {"epoch": 0,
                                   "validation_accuracy": first["accuracy"]["validation"]}
     assert first["onnx"]["sha256"] in card["training"]["initialisation"]
+    lineage = card["training"]["started_from"]
+    assert lineage["sha256"] == first["onnx"]["sha256"] and lineage["file"] == "C.onnx"
+    assert lineage["card"] == {"training": first["training"], "accuracy": first["accuracy"]}
     a = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(start)).graph.initializer}
     b = {i.name: onnx.numpy_helper.to_array(i)
          for i in onnx.load(str(tmp_path / "b" / "C.onnx")).graph.initializer}
