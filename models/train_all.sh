@@ -6,7 +6,8 @@
 # Each training logs to $LOG_DIR/train-NAME.log (default /tmp).  A model whose card already
 # exists in models/zoo/ is skipped (unless FORCE=1), so the script can be rerun to finish an
 # interrupted queue.
-# The epochs and schedules below are the ones recorded in the shipped model cards.
+# The epochs and schedules below are the ones recorded in the shipped model cards.  F then
+# takes a second stage, FINETUNE below: 6 more epochs starting from the first stage's export.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$ROOT/.venv/bin/python}
@@ -30,6 +31,12 @@ settings() {
     esac
 }
 
+finetune() {
+    case $1 in
+        F) echo "--epochs 6 --schedule cosine --lr 2e-4" ;;
+    esac
+}
+
 for name in "$@"; do
     if [ -f "$OUT/$name.json" ] && [ "${FORCE:-0}" != 1 ]; then
         echo "$name: $OUT/$name.json exists, skipping"
@@ -38,7 +45,20 @@ for name in "$@"; do
     args=$(settings "$name") || exit 2
     echo "$name: training ($args), log $LOG_DIR/train-$name.log"
     # shellcheck disable=SC2086
-    nice -n 19 "$PY" -m dashc.models.train "$name" --data-dir "$DATA" --seed 0 \
-        --threads 2 --out "$OUT" $args >"$LOG_DIR/train-$name.log" 2>&1 \
-        || echo "$name: training failed, see $LOG_DIR/train-$name.log"
+    if ! nice -n 19 "$PY" -m dashc.models.train "$name" --data-dir "$DATA" --seed 0 \
+        --threads 2 --out "$OUT" $args >"$LOG_DIR/train-$name.log" 2>&1; then
+        echo "$name: training failed, see $LOG_DIR/train-$name.log"
+        continue
+    fi
+    stage2=$(finetune "$name")
+    if [ -n "$stage2" ]; then
+        cp "$OUT/$name.onnx" "$LOG_DIR/$name-stage1.onnx"
+        cp "$OUT/$name.json" "$LOG_DIR/$name-stage1.json"
+        echo "$name: fine-tuning ($stage2), log $LOG_DIR/train-$name-stage2.log"
+        # shellcheck disable=SC2086
+        nice -n 19 "$PY" -m dashc.models.train "$name" --data-dir "$DATA" --seed 0 \
+            --threads 2 --out "$OUT" --start-from "$LOG_DIR/$name-stage1.onnx" $stage2 \
+            >"$LOG_DIR/train-$name-stage2.log" 2>&1 \
+            || echo "$name: fine-tuning failed, see $LOG_DIR/train-$name-stage2.log"
+    fi
 done
