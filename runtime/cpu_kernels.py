@@ -743,3 +743,33 @@ def eval_mixed_half(a: np.ndarray, b: np.ndarray, g: np.ndarray, p: int, q: int,
         y, z = block_hasher().hash(x, gid, w0, 1, 1, h)
         mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, digits, out)
     return out
+
+
+# -- CRT reconstruction (the plain simulation's overflow monitor) --------------------------
+
+@njit(cache=True)
+def crt_signed(res, moduli, inv, out):
+    """``res (K, N)`` residues mod ``moduli`` -> ``out (N,)`` the signed integers in
+    ``[-M/2, M/2)`` (Garner's mixed radix per element; ``inv[i, j]`` is the inverse of
+    ``moduli[i]`` mod ``moduli[j]``; ``M < 2^62``, so every sum fits int64)."""
+    K, N = res.shape
+    M = 1
+    for i in range(K):
+        M *= moduli[i]
+    top = (M + 1) // 2 if M % 2 else M // 2
+    rest = np.empty(K, np.int64)
+    for e in range(N):
+        for i in range(K):
+            rest[i] = res[i, e]
+        x = 0
+        w = 1
+        for i in range(K):
+            a = rest[i]
+            x += a * w
+            w *= moduli[i]
+            for j in range(i + 1, K):
+                v = rest[j] - a
+                if v < 0:
+                    v += moduli[j]
+                rest[j] = (v * inv[i, j]) % moduli[j]
+        out[e] = x - M if x >= top else x

@@ -284,8 +284,16 @@ def _same_modulus(a: Residues, b: Residues) -> None:
 
 def to_signed(x: CrtTensor) -> torch.Tensor:
     """Reconstruct a plain CrtTensor (residue wires) into signed int64 in ``[-M/2, M/2)``."""
-    moduli = x.moduli
-    return crt.from_residues({q: x[q].v for q in moduli}, moduli)
+    moduli = tuple(x.moduli)
+    res = [x[q].v for q in moduli]
+    if _compiled(*res):
+        inv = np.array([[crt.inverse(p, q) if p != q else 0 for q in moduli] for p in moduli],
+                       dtype=np.int64)
+        out = torch.empty_like(res[0])
+        cpu_kernels.crt_signed(torch.stack(res).reshape(len(moduli), -1).numpy(),
+                               np.array(moduli, dtype=np.int64), inv, out.view(-1).numpy())
+        return out
+    return crt.from_residues(dict(zip(moduli, res)), moduli)
 
 
 def from_signed(xi: torch.Tensor, moduli: Sequence[int]) -> CrtTensor:

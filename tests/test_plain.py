@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from dashc import crt
 from dashc.runtime.backend import Backend, CrtTensor
 from dashc.runtime.plain import PlainBackend, Residues, check_modulus, from_signed, to_signed
 
@@ -173,9 +174,16 @@ def test_gates(rng, kernels):
     assert bk.gate_id == 3
 
 
-def test_signed_round_trip(rng):
-    moduli = (2, 3, 5, 7, 11, 13, 17, 19)
-    M = 9699690
-    xi = torch.as_tensor(rng.integers(-M // 2, M // 2, size=(4, 6)))
+@pytest.mark.parametrize("moduli", [(2, 3, 5, 7, 11, 13, 17, 19), (3, 5, 7, 11, 13),
+                                    (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47),
+                                    (65521, 65519, 65497)])
+def test_signed_round_trip(rng, kernels, moduli):
+    import math
+    M = math.prod(moduli)
+    lo, hi = -(M // 2), (M + 1) // 2  # [-M/2, M/2) for even M, symmetric for odd M
+    edges = [lo, lo + 1, -1, 0, 1, hi - 2, hi - 1]
+    xi = torch.as_tensor(np.concatenate([rng.integers(lo, hi, size=24), edges]).reshape(1, -1))
     assert torch.equal(to_signed(from_signed(xi, moduli)), xi)
     assert isinstance(from_signed(xi, moduli), CrtTensor)
+    assert torch.equal(to_signed(from_signed(xi, moduli)),
+                       crt.from_residues({q: xi % q for q in moduli}, moduli))
