@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from dashc import crt
 from dashc.runtime import cpu_kernels
 from dashc.runtime.backend import CrtTensor
-from dashc.runtime.labels import exact_conv2d
+from dashc.runtime.labels import _binary, _compiled, exact_conv2d
 
 #: wire moduli must stay below this so that a product of two residues fits in int64
 MAX_WIRE_MODULUS = 1 << 31
@@ -142,13 +142,13 @@ class PlainBackend:
     def add(self, a: Residues, b: Residues) -> Residues:
         _same_modulus(a, b)
         if _compiled(a.v, b.v):
-            return self._wrap(_kernel(cpu_kernels.add_mod, a.v, b.v, a.q), a.q)
+            return self._wrap(_binary(cpu_kernels.add_mod, a.v, b.v, a.q), a.q)
         return self._wrap((a.v + b.v) % a.q, a.q)
 
     def sub(self, a: Residues, b: Residues) -> Residues:
         _same_modulus(a, b)
         if _compiled(a.v, b.v):
-            return self._wrap(_kernel(cpu_kernels.sub_mod, a.v, b.v, a.q), a.q)
+            return self._wrap(_binary(cpu_kernels.sub_mod, a.v, b.v, a.q), a.q)
         return self._wrap((a.v - b.v) % a.q, a.q)
 
     def neg(self, a: Residues) -> Residues:
@@ -157,7 +157,9 @@ class PlainBackend:
     def cmul(self, a: Residues, c: int) -> Residues:
         c = int(c) % a.q
         if _compiled(a.v):
-            return self._wrap(_kernel(cpu_kernels.cmul_mod, a.v, c, a.q), a.q)
+            out = torch.empty_like(a.v)
+            cpu_kernels.cmul_mod(a.v.view(-1).numpy(), c, a.q, out.view(-1).numpy())
+            return self._wrap(out, a.q)
         return self._wrap((a.v * c) % a.q, a.q)
 
     def add_const(self, a: Residues, c) -> Residues:
@@ -170,8 +172,8 @@ class PlainBackend:
             raise ValueError(f"constant of shape {tuple(c.shape)} does not broadcast to "
                              f"{a.shape}")
         if _compiled(a.v):
-            return self._wrap(_kernel(cpu_kernels.add_mod, a.v,
-                                      c.expand(shape).contiguous(), a.q), a.q)
+            return self._wrap(_binary(cpu_kernels.add_mod, a.v, c.expand(shape).contiguous(),
+                                      a.q), a.q)
         return self._wrap((a.v + c) % a.q, a.q)
 
     def dense(self, a: Residues, weight: np.ndarray) -> Residues:
@@ -247,23 +249,6 @@ class PlainBackend:
             raise ValueError(f"mixed_mul shapes differ: {a.shape} vs {b.shape}")
         self._gate()
         return self._wrap((a.v * b.v) % a.q, a.q)
-
-
-def _compiled(*tensors: torch.Tensor) -> bool:
-    """Whether the compiled kernels take these residue tensors: contiguous int64 CPU
-    tensors of one shape, and numba present."""
-    t = tensors[0]
-    return (cpu_kernels.AVAILABLE and t.device.type == "cpu" and t.dtype == torch.int64
-            and all(u.device.type == "cpu" and u.dtype == torch.int64 and u.is_contiguous()
-                    and u.shape == t.shape for u in tensors))
-
-
-def _kernel(fn, a: torch.Tensor, b, q: int) -> torch.Tensor:
-    """``fn(a, b, q, out)`` on flat views: ``b`` a tensor like ``a`` or an int."""
-    out = torch.empty_like(a)
-    fn(a.view(-1).numpy(), b.view(-1).numpy() if torch.is_tensor(b) else b, q,
-       out.view(-1).numpy())
-    return out
 
 
 def _proj_table(p: int, q, table) -> tuple[int, np.ndarray]:
