@@ -133,9 +133,10 @@ def model_rows(table: Table, model: str, batches: list[int], repeat: int):
                 state["inputs"] = g.encode([xi])
 
             def evaluate():
-                reader = TableReader(path)
-                state["out"] = execute.run(plan, Evaluator(state["inputs"], reader), batch=B)
-                reader.finish()
+                with TableReader(path) as reader:
+                    state["out"] = execute.run(plan, Evaluator(state["inputs"], reader),
+                                               batch=B)
+                    reader.finish()
 
             table.measure(f"model {model} batch {B}: garble, per inference", garble, repeat,
                           per=B)

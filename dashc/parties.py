@@ -220,10 +220,10 @@ def evaluate(evaluator_dir, inputs=None, output=None, device: str = "cpu") -> di
     inputs = Path(inputs) if inputs else evaluator_dir / INPUTS
     labels = read_labels(inputs, info["circuit"], "inputs")
     t0 = time.perf_counter()
-    reader = TableReader(evaluator_dir / TABLES)
-    result = execute.run(plan, Evaluator(labels, reader, device=device),
-                         batch=labels[0].shape[0])
-    reader.finish()
+    with TableReader(evaluator_dir / TABLES) as reader:
+        result = execute.run(plan, Evaluator(labels, reader, device=device),
+                             batch=labels[0].shape[0])
+        reader.finish()
     elapsed = time.perf_counter() - t0
     output = Path(output) if output else evaluator_dir / OUTPUTS
     nbytes = write_labels(output, info["circuit"], "outputs", [result])

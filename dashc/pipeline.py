@@ -58,12 +58,12 @@ def garbled_logits(plan: Plan, xi, device: str = "cpu", workdir: str | None = No
         inputs = garbler.encode([torch.as_tensor(xi, dtype=torch.int64)])
         _sync(device)
         t2 = time.perf_counter()
-        reader = TableReader(path)
-        evaluator = Evaluator(inputs, reader, device=device)
-        if on_evaluate:
-            on_evaluate(None, None)
-        outputs = execute.run(plan, evaluator, on_node=on_evaluate, batch=batch)
-        reader.finish()
+        with TableReader(path) as reader:
+            evaluator = Evaluator(inputs, reader, device=device)
+            if on_evaluate:
+                on_evaluate(None, None)
+            outputs = execute.run(plan, evaluator, on_node=on_evaluate, batch=batch)
+            reader.finish()
         _sync(device)
         b2, t3 = HASH.aes_blocks, time.perf_counter()
         (logits,) = garbler.decode([outputs])

@@ -35,7 +35,7 @@ def _group_kernels(b: int):
     """Pack and unpack kernels for whole groups of eight ``b``-bit digits (``b <= 8``: a
     group is one 64-bit word, ``b`` bytes); ``b`` is a compile-time constant, so the shifts
     are unrolled."""
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def pack_groups(d, out):
         for g in range(d.shape[0] // 8):
             v = np.uint64(0)
@@ -44,7 +44,7 @@ def _group_kernels(b: int):
             for j in range(b):
                 out[g * b + j] = np.uint8((v >> np.uint64(8 * j)) & np.uint64(255))
 
-    @njit(cache=True)
+    @njit(cache=True, nogil=True)
     def unpack_groups(src, q, out):
         mask = np.uint64((1 << b) - 1)
         bad = np.uint64(0)
@@ -61,7 +61,7 @@ def _group_kernels(b: int):
     return pack_groups, unpack_groups
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pack_serial(d, b, out):
     acc = 0
     nbits = 0
@@ -78,7 +78,7 @@ def _pack_serial(d, b, out):
         out[o] = acc & 255
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _unpack_serial(src, b, q, out):
     mask = (1 << b) - 1
     ok = True

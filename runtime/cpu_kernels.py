@@ -92,7 +92,7 @@ def expand_consts(q: int, m: int, h: int) -> tuple:
 
 # -- inner helpers (inlined by LLVM) -------------------------------------------------------
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0):
     """Keys ``Dg[0:n, i]`` (digit-major, ``i < nk``) -> ``out[o0 + i]``, the 128-bit integers
     ``sum_d Dg[d, i] q^d`` as (low, high) int64.  Chunks of ``k`` digits (``< 2^31``) times
@@ -144,7 +144,7 @@ def _bits(d, n):
     return lo, hi
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def _expand_block(y, z, i0, nk, h, q, m, k, D, tops, F, R, pad):
     """Digits ``pad[i, 0:m]`` (``i < nk``) of the pads ``z[i0 + i, j] ^ y[i0 + i]``
     (``j < h``) read as one ``128h``-bit integer; ``F`` is a float64 scratch of shape
@@ -256,7 +256,7 @@ def _scratch(h: int, nkeys: int, m: int):
 PACK_BLOCK = 128  # keys packed together
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pack_labels(d, q, k, PW, QL, out):
     """``d (N, n)`` digits -> ``out (N, 2)`` packed 128-bit integers."""
     N, n = d.shape
@@ -277,7 +277,7 @@ def pack_labels(d, q, k, PW, QL, out):
         _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, i0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pack_all_colours(a0, delta, E, p, k, PW, QL, w0, w1, out):
     """Keys ``a0[w] + x*delta[w // E]`` for every ``x`` in ``Z_p``, wires ``w0 <= w < w1``,
     packed into ``out[(w - w0) * p + colour]`` (colour ``= a0[w, 0] + x mod p``).  Mod 2 the
@@ -322,7 +322,7 @@ def pack_all_colours(a0, delta, E, p, k, PW, QL, w0, w1, out):
         _pack_block(Dg, (v1 - v0) * p, n, k, PW, QL, A, ch, out, (v0 - w0) * p)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def tweak_xor(y, gid, elem0, rep, T, t, role, h, out):
     """``out[i, j] = tweak(gid, (elem0 + i // rep) * T + t, role, j) ^ y[i]`` for
     ``i < len(y)`` (``T`` outputs per element, this is output ``t``)."""
@@ -333,7 +333,7 @@ def tweak_xor(y, gid, elem0, rep, T, t, role, h, out):
             out[i, j, 1] = gid ^ y[i, 1]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def tweak_xor_elems(y, gid, elem, role, h, out):
     """As :func:`tweak_xor` with explicit element indices ``elem[i]``."""
     for i in range(y.shape[0]):
@@ -343,7 +343,7 @@ def tweak_xor_elems(y, gid, elem, role, h, out):
             out[i, j, 1] = gid ^ y[i, 1]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def expand_pads(y, z, h, q, m, k, D, tops, F, R, pad, out):
     """Every pad as ``m`` digits mod q into ``out (N, m)``."""
     N = y.shape[0]
@@ -356,7 +356,7 @@ def expand_pads(y, z, h, q, m, k, D, tops, F, R, pad, out):
                 out[i0 + i, j] = pad[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, c0,
                 rows):
     """Projection rows and output zero labels for wires ``w0 <= w < w1``; pads of wire ``w``
@@ -405,7 +405,7 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w
                                                 q, M)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows, out):
     """Active output labels ``row[colour - 1] - pad`` (row 0 is all zeros)."""
     nq = out.shape[1]
@@ -424,7 +424,7 @@ def proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows, out):
                     out[w, j] = _md(rows[w, c - 1, j] + q - pad[i, j], q, M)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, out0, rows_e,
                  digits):
     """Evaluator half of the mixed half gate (see :mod:`dashc.runtime.gates`); pads of wire
@@ -458,7 +458,7 @@ def mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1,
                                               p, M)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, digits, out):
     """Active label of ``x*y``: ``c*a + (row_s - P) - g`` with ``c = digits[s] - pad_0``."""
     n_p = a.shape[1]
@@ -483,7 +483,7 @@ def mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, di
 
 # -- free operations on label digits (flat int64 arrays of residues in [0, q)) ------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_mod(a, b, q, out):
     """``out = a + b mod q``."""
     for i in range(a.shape[0]):
@@ -491,7 +491,7 @@ def add_mod(a, b, q, out):
         out[i] = v - q if v >= q else v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sub_mod(a, b, q, out):
     """``out = a - b mod q``."""
     for i in range(a.shape[0]):
@@ -499,7 +499,7 @@ def sub_mod(a, b, q, out):
         out[i] = v + q if v < 0 else v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def cmul_mod(a, c, q, out):
     """``out = a * c mod q`` for ``0 <= c < q``: in float64 when ``a * c < q^2 < 2^52``
     (``floor((v + 1/2) / q)`` is exact there), else the integer remainder."""
@@ -514,7 +514,7 @@ def cmul_mod(a, c, q, out):
             out[i] = (a[i] * c) % q
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_rows(a, d, q, out):
     """``out[b, e] = a[b, e] + d[b] mod q`` for ``a (B, E, n)`` and ``d (B, n)``."""
     for b in range(a.shape[0]):
@@ -524,7 +524,7 @@ def add_rows(a, d, q, out):
                 out[b, e, j] = v - q if v >= q else v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_scaled_rows(a, c, d, q, out):
     """``out[b, e] = a[b, e] + c[b, e] * d[b] mod q`` for ``a (B, E, n)``, ``c (B, E)`` and
     ``d (B, n)`` in ``[0, q)`` (float64 reduction below ``2^26``, as :func:`cmul_mod`)."""
@@ -747,7 +747,7 @@ def eval_mixed_half(a: np.ndarray, b: np.ndarray, g: np.ndarray, p: int, q: int,
 
 # -- CRT reconstruction (the plain simulation's overflow monitor) --------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def crt_signed(res, moduli, inv, out):
     """``res (K, N)`` residues mod ``moduli`` -> ``out (N,)`` the signed integers in
     ``[-M/2, M/2)`` (Garner's mixed radix per element; ``inv[i, j]`` is the inverse of

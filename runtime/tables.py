@@ -39,6 +39,7 @@ import torch
 from dashc.errors import IntegrityError
 
 from . import bitpack
+from .pipe import Prefetch, Sink
 
 MAGIC = b"DASHCGT2"
 TRAILER = 0xFFFF_FFFF_FFFF_FFFF
@@ -158,33 +159,54 @@ class MemoryTables:
 
 
 class TableWriter:
-    """Streams records to a file (path or binary file object) as they are appended."""
+    """Streams records to a file (path or binary file object) as they are appended.
 
-    def __init__(self, target: str | Path | BinaryIO):
+    With ``background`` (the default) a worker thread packs, hashes and writes each record
+    while the garbler goes on with the next gate (:class:`dashc.runtime.pipe.Sink`);
+    :meth:`flush` waits until everything appended is in the file.  A record's arrays must
+    not change after it is appended."""
+
+    def __init__(self, target: str | Path | BinaryIO, background: bool = True):
         self._own = not hasattr(target, "write")
         self._f = open(target, "wb") if self._own else target
         self._sha = hashlib.sha256()
         self.stats = TableStats()
         self._write(MAGIC)
+        self._sink = Sink(self._emit, name="table-writer") if background else None
 
     def _write(self, data: bytes) -> None:
         self._sha.update(data)
         self._f.write(data)
 
-    def append(self, rec: Record) -> None:
+    def _emit(self, rec: Record) -> None:
         for piece in _pieces(rec):
             self._write(piece)
         self._f.flush()  # each gate's tables leave memory as soon as they are garbled
+
+    def append(self, rec: Record) -> None:
         self.stats.add(rec)
+        if self._sink is None:
+            self._emit(rec)
+        else:
+            self._sink.put(rec, sum(a.nbytes for _, a in rec.arrays))
+
+    def flush(self) -> None:
+        """Wait until every appended record is written (and flushed to the file)."""
+        if self._sink is not None:
+            self._sink.drain()
 
     def close(self) -> None:
         if self._f is None:
             return
-        self._f.write(struct.pack("<Q", TRAILER) + self._sha.digest())
-        self._f.flush()
-        if self._own:
-            self._f.close()
-        self._f = None
+        try:
+            if self._sink is not None:
+                self._sink.close()
+            self._f.write(struct.pack("<Q", TRAILER) + self._sha.digest())
+            self._f.flush()
+        finally:
+            if self._own:
+                self._f.close()
+            self._f = None
 
     def __enter__(self):
         return self
@@ -194,9 +216,14 @@ class TableWriter:
 
 
 class TableReader:
-    """Reads a table stream lazily, record by record, verifying the trailer checksum."""
+    """Reads a table stream lazily, record by record, verifying the trailer checksum.
 
-    def __init__(self, source: str | Path | BinaryIO):
+    With ``prefetch`` (the default) a worker thread reads, hashes and unpacks the records
+    ahead of the evaluator (:class:`dashc.runtime.pipe.Prefetch`, a bounded number of bytes
+    ahead); errors are raised at the record where they occur, as without it.  :meth:`close`
+    stops the worker early (an evaluation that failed)."""
+
+    def __init__(self, source: str | Path | BinaryIO, prefetch: bool = True):
         self._own = not hasattr(source, "read")
         self._f = open(source, "rb") if self._own else source
         self._name = str(source) if self._own else "table stream"
@@ -204,7 +231,10 @@ class TableReader:
         self.stats = TableStats()
         self._done = False
         if self._take(len(MAGIC)) != MAGIC:
+            if self._own:
+                self._f.close()
             raise IntegrityError(f"{self._name}: not a garbled-table stream (bad magic)")
+        self._ahead = Prefetch(self._produce, name="table-reader") if prefetch else None
 
     def _take(self, n: int, hashed: bool = True) -> bytes:
         data = self._f.read(n)
@@ -222,7 +252,17 @@ class TableReader:
         self._sha.update(buf)
         return buf
 
+    def _produce(self) -> tuple[Record, int] | None:
+        rec = self._parse()
+        return None if rec is None else (rec, sum(a.nbytes for _, a in rec.arrays))
+
     def _next(self) -> Record | None:
+        rec = self._parse() if self._ahead is None else self._ahead.get()
+        if rec is not None:
+            self.stats.add(rec)
+        return rec
+
+    def _parse(self) -> Record | None:
         if self._done:
             return None
         head = self._f.read(8)
@@ -255,9 +295,7 @@ class TableReader:
                 raise IntegrityError(f"{self._name}: digit out of range for modulus {q} "
                                      f"(gate {gate_id})")
             arrays.append((q, a.reshape(shape)))
-        rec = Record(gate_id, ciphertexts, arrays)
-        self.stats.add(rec)
-        return rec
+        return Record(gate_id, ciphertexts, arrays)
 
     def records(self):
         while (rec := self._next()) is not None:
@@ -268,5 +306,21 @@ class TableReader:
 
     def finish(self) -> None:
         """Consume the trailer and verify the checksum (raises if records are left)."""
-        if self._next() is not None:
-            raise IntegrityError(f"{self._name}: unread garbled tables left in the stream")
+        try:
+            if self._next() is not None:
+                raise IntegrityError(f"{self._name}: unread garbled tables left in the stream")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop reading ahead and release the file (idempotent)."""
+        if self._ahead is not None:
+            self._ahead.close()
+        if self._own and not self._f.closed:
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

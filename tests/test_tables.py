@@ -58,6 +58,7 @@ def test_file_streams_record_by_record(tmp_path):
     recs = _records()
     with TableWriter(path) as w:
         w.append(recs[0])
+        w.flush()
         size_after_first = path.stat().st_size  # written before the next layer exists
         for r in recs[1:]:
             w.append(r)
@@ -121,3 +122,56 @@ def test_stream_refuses_a_digit_out_of_range():
     data[body] |= 0b11  # digit 0 becomes 3
     with pytest.raises(IntegrityError, match="out of range for modulus 3"):
         list(TableReader(io.BytesIO(bytes(data))).records())
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_background_writer_and_prefetching_reader_give_the_same_stream(background):
+    recs = _records()
+    buf = io.BytesIO()
+    with TableWriter(buf, background=background) as w:
+        for r in recs:
+            w.append(r)
+    assert buf.getvalue() == MemoryTables(recs).to_bytes()
+    for prefetch in (True, False):
+        reader = TableReader(io.BytesIO(buf.getvalue()), prefetch=prefetch)
+        for i, r in enumerate(recs):
+            _same(reader.read(i, len(r.arrays)), r)
+        reader.finish()
+        assert reader.stats.gates == len(recs)
+
+
+def test_prefetching_reader_raises_at_the_damaged_record_and_stays_failed():
+    recs = _records()
+    data = MemoryTables(recs).to_bytes()
+    cut = len(MemoryTables(recs[:1]).to_bytes()) - 40 + 30  # inside the second record
+    reader = TableReader(io.BytesIO(data[:cut]))
+    _same(reader.read(0, len(recs[0].arrays)), recs[0])  # the intact record still comes first
+    for _ in range(2):
+        with pytest.raises(IntegrityError, match="truncated"):
+            reader.read(1, len(recs[1].arrays))
+    reader.close()
+
+
+def test_writer_worker_error_reaches_the_garbler():
+    class Broken(io.BytesIO):
+        def write(self, data):
+            if len(data) > 100:
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    w = TableWriter(Broken())
+    with pytest.raises(OSError, match="No space"):
+        for r in _records() * 50:
+            w.append(r)
+        w.close()
+
+
+def test_reader_close_stops_reading_ahead(tmp_path):
+    path = tmp_path / "t.dgt"
+    with TableWriter(path) as w:
+        for r in _records() * 20:
+            w.append(r)
+    reader = TableReader(path)
+    reader.read(0, len(_records()[0].arrays))
+    reader.close()
+    reader.close()  # idempotent
