@@ -117,8 +117,9 @@ def report(rows: list[tuple[str, dict]], args) -> str:
     where = (f"CUDA, {first['device_name']}, tensor AES "
              f"{first['device_aes_blocks_per_s'] / 1e6:.0f} M blocks/s"
              if args.device == "cuda" else
-             f"CPU, {os.cpu_count()} cores, raw AES {first['aes_blocks_per_s'] / 1e6:.0f} "
-             f"M blocks/s")
+             f"CPU, {os.cpu_count()} cores, {first['threads']} gate thread(s), "
+             f"{first['torch_threads']} torch thread(s), raw AES "
+             f"{first['aes_blocks_per_s'] / 1e6:.0f} M blocks/s")
     return (f"batch {args.batch}, median of {args.repeat} runs, {where}\n\n"
             + table(rows) + "\n")
 

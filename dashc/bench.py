@@ -19,7 +19,7 @@ import torch
 
 from .ir import Plan
 from .pipeline import garbled_logits
-from .runtime import execute
+from .runtime import execute, workers
 
 Progress = Callable[[str], None]
 
@@ -156,6 +156,7 @@ def bench_plan(plan: Plan, batch: int = 1, device: str = "cpu", repeat: int = 3,
     bound = device_aes_rate or aes_rate  # the AES of the device that ran the gates
     return {
         "batch": batch, "device": device, "repeat": repeat, "moduli": list(plan.moduli),
+        "threads": workers.threads(), "torch_threads": torch.get_num_threads(),
         "garble_s": garble_s, "encode_s": med("encode_s"), "evaluate_s": evaluate_s,
         "decode_s": med("decode_s"),
         "garble_s_per_inference": garble_s / batch,

@@ -69,14 +69,22 @@ def _moduli(ctx, param, value):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dashc")
-@click.option("--threads", type=click.IntRange(min=1), default=1, envvar="DASHC_THREADS",
-              show_default=True, help="Torch intra-op threads (env DASHC_THREADS). One is "
-              "fastest for label arithmetic unless cores are idle and layers are large.")
-def main(threads):
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="DASHC_THREADS",
+              help="Threads per gate for garbling and evaluation (env DASHC_THREADS; "
+              "default: the cores available, at most 8).")
+@click.option("--torch-threads", type=click.IntRange(min=1), default=1,
+              envvar="DASHC_TORCH_THREADS", show_default=True,
+              help="Torch intra-op threads for the linear layers and the simulation (env "
+              "DASHC_TORCH_THREADS).")
+def main(threads, torch_threads):
     """dashc: private CNN inference with arithmetic garbled circuits."""
     import torch
 
-    torch.set_num_threads(threads)
+    from .runtime import workers
+
+    torch.set_num_threads(torch_threads)
+    if threads is not None:
+        workers.set_threads(threads)
 
 
 @main.command("compile")
@@ -356,7 +364,8 @@ def bench_cmd(model, batch, repeat, calib, strategy, device, data_dir, json_path
     res = api.bench(model, batch=batch, device=device, repeat=repeat, calib=calib,
                     strategy=strategy, data_dir=data_dir, progress=progress)
     click.echo(f"{res['model']}  batch {res['batch']}  {res['device']}  moduli "
-               f"{tuple(res['moduli'])}")
+               f"{tuple(res['moduli'])}  threads {res['threads']} (torch "
+               f"{res['torch_threads']})")
     click.echo(f"{'layer':28s} {'op':13s} {'ciphertexts':>12s} {'garble ms':>10s} "
                f"{'evaluate ms':>12s}")
     for layer in res["layers"]:

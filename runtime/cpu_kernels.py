@@ -19,15 +19,15 @@ layout the torch path feeds to AES.  Tweaks, digit expansion (low base-q digits 
 chunks of ``k`` digits times 16-bit limbs of the chunk weights, summed exactly in float64,
 then carried) give exactly what :mod:`dashc.runtime.hashing` gives.
 
-``AVAILABLE`` is False when numba cannot be imported; callers then use the torch path.
+The drivers that call these kernels chunk by chunk, with OpenSSL, live in
+:mod:`dashc.runtime.cpu_gates`.  ``AVAILABLE`` is False when numba cannot be imported;
+callers then use the torch path.
 """
 from __future__ import annotations
 
 import functools
 
 import numpy as np
-
-from .aes import FIXED_KEY
 
 try:  # pragma: no cover - exercised by whichever environment runs the tests
     from numba import njit
@@ -541,208 +541,6 @@ def add_scaled_rows(a, c, d, q, out):
             else:
                 for j in range(a.shape[2]):
                     out[b, e, j] = (a[b, e, j] + (ce * d[b, j]) % q) % q
-
-
-# -- AES driver ------------------------------------------------------------------------------
-
-class BlockHasher:
-    """``y = pi(x)``, ``z_j = pi(y ^ tweak_j)`` through OpenSSL on reused buffers."""
-
-    def __init__(self, key: bytes = FIXED_KEY):
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-        self._enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-        self._bufs: dict[str, np.ndarray] = {}
-
-    def buffer(self, name: str, words: int) -> np.ndarray:
-        """A reusable int64 buffer of at least ``words + 2`` entries (OpenSSL may need one
-        block of slack in its output)."""
-        buf = self._bufs.get(name)
-        if buf is None or buf.shape[0] < words + 2:
-            buf = np.empty(max(words + 2, 2 * (0 if buf is None else buf.shape[0])), np.int64)
-            self._bufs[name] = buf
-        return buf
-
-    def encrypt(self, src: np.ndarray, name: str) -> np.ndarray:
-        """AES of the int64 pairs in ``src`` (C-contiguous) into buffer ``name``; a view of
-        ``src``'s shape."""
-        out = self.buffer(name, src.size)
-        self._enc.update_into(memoryview(src).cast("B"), memoryview(out).cast("B"))
-        return out[:src.size].reshape(src.shape)
-
-    def hash(self, x: np.ndarray, gid: int, elem0: int, rep: int, role: int, h: int,
-             elem: np.ndarray | None = None):
-        """``(y, z)`` for packed keys ``x (N, 2)``: ``y = pi(x)``, ``z[i, j] = pi(y[i] ^ t)``
-        with ``t`` the tweak of element ``elem0 + i // rep`` (or ``elem[i]``)."""
-        y = self.encrypt(x, "y")
-        if elem is None:
-            return y, self.tweaked(y, gid, elem0, rep, role, h)
-        t = self.buffer("t", y.shape[0] * h * 2)[:y.shape[0] * h * 2].reshape(-1, h, 2)
-        tweak_xor_elems(y, gid, elem, role, h, t)
-        return y, self.encrypt(t, "z")
-
-    def tweaked(self, y: np.ndarray, gid: int, elem0: int, rep: int, role: int, h: int,
-                T: int = 1, t: int = 0) -> np.ndarray:
-        """``z[i, j] = pi(y[i] ^ tweak(gid, (elem0 + i // rep) * T + t, role, j))``."""
-        buf = self.buffer("t", y.shape[0] * h * 2)[:y.shape[0] * h * 2].reshape(-1, h, 2)
-        tweak_xor(y, gid, elem0, rep, T, t, role, h, buf)
-        return self.encrypt(buf, "z")
-
-
-# -- gate drivers (numpy in, numpy out) ----------------------------------------------------
-
-_HASHER: BlockHasher | None = None
-
-
-def block_hasher() -> BlockHasher:
-    global _HASHER
-    if _HASHER is None:
-        _HASHER = BlockHasher()
-    return _HASHER
-
-
-def _step(keys_per_wire: int, h: int) -> int:
-    """Wires per chunk: about CHUNK_BLOCKS AES blocks."""
-    return max(1, CHUNK_BLOCKS // (keys_per_wire * (1 + h)))
-
-
-def _keys(n: int) -> np.ndarray:
-    return block_hasher().buffer("x", 2 * n)[:2 * n].reshape(n, 2)
-
-
-def hash_labels(keys: np.ndarray, q_in: int, gid: int, elem: np.ndarray, role: int,
-                q_out: int, m: int, h: int) -> np.ndarray:
-    """``(N, m)`` int64 pads of the labels ``keys (N, n(q_in))`` (the tweakable hash)."""
-    N = keys.shape[0]
-    out = np.empty((N, m), np.int64)
-    k, D, tops = expand_consts(q_out, m, h)
-    kp, PWp, QLp = pack_consts(q_in, keys.shape[1])
-    F, R, pad = _scratch(h, KEY_BLOCK, m)
-    step = max(1, CHUNK_BLOCKS // (1 + h))
-    for i0 in range(0, N, step):
-        i1 = min(N, i0 + step)
-        x = _keys(i1 - i0)
-        pack_labels(keys[i0:i1], q_in, kp, PWp, QLp, x)
-        y, z = block_hasher().hash(x, gid, 0, 1, role, h, elem[i0:i1])
-        expand_pads(y, z, h, q_out, m, k, D, tops, F, R, pad, out[i0:i1])
-    return out
-
-
-def garble_proj(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, q: int,
-                delta_q: np.ndarray, table: np.ndarray, gid: int, role: int, h: int,
-                rows_dtype) -> tuple[np.ndarray, np.ndarray]:
-    """``a0 (W, n(p))`` zero labels (wire ``w`` in batch element ``w // E``), ``table``
-    ``(p,)`` or ``(W, p)`` -> (output zero labels ``(W, n(q))`` int64, rows
-    ``(W, p - 1, n(q))`` of ``rows_dtype``)."""
-    return garble_proj_many(a0, E, p, delta_p, [(q, delta_q, table, h, rows_dtype)], gid,
-                            role)[0]
-
-
-def garble_proj_many(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, targets: list,
-                     gid: int, role: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One projection gate into several targets ``(q, delta_q, table, h, rows_dtype)``:
-    the ``p`` keys of every wire are packed and put through ``pi`` once, then each target
-    ``t`` takes its own tweaks (element field ``w * T + t``) and rows."""
-    W = a0.shape[0]
-    T = len(targets)
-    kp, PWp, QLp = pack_consts(p, a0.shape[1])
-    prep = []
-    for q, delta_q, table, h, rows_dtype in targets:
-        nq = delta_q.shape[1]
-        table = np.ascontiguousarray(table, dtype=np.int64)
-        tw = 1 if table.ndim == 2 else 0
-        k, D, tops = expand_consts(q, nq, h)
-        F, R, pad = _scratch(h, max(p, KEY_BLOCK // p * p), nq)
-        prep.append((q, delta_q, table.reshape(-1, p), tw, h, k, D, tops, F, R, pad,
-                     barrett(q, q * q + 2 * q), np.empty((W, nq), np.int64),
-                     np.empty((W, p - 1, nq), rows_dtype)))
-    hasher = block_hasher()
-    step = max(1, CHUNK_BLOCKS // (p * (1 + sum(t[3] for t in targets))))
-    for w0 in range(0, W, step):
-        w1 = min(W, w0 + step)
-        x = _keys((w1 - w0) * p)
-        pack_all_colours(a0, delta_p, E, p, kp, PWp, QLp, w0, w1, x)
-        y = hasher.encrypt(x, "y")
-        for t, (q, dq, tab, tw, h, k, D, tops, F, R, pad, M, c0, rows) in enumerate(prep):
-            z = hasher.tweaked(y, gid, w0, p, role, h, T, t)
-            proj_garble(a0, tab, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1,
-                        c0, rows)
-    return [(t[12], t[13]) for t in prep]
-
-
-def eval_proj(a: np.ndarray, p: int, q: int, rows: np.ndarray, gid: int, role: int,
-              h: int) -> np.ndarray:
-    """Active labels ``a (W, n(p))``, rows ``(W, p - 1, n(q))`` -> ``(W, n(q))`` int64."""
-    return eval_proj_many(a, p, [(q, rows, h)], gid, role)[0]
-
-
-def eval_proj_many(a: np.ndarray, p: int, targets: list, gid: int, role: int) -> list:
-    """Active labels of every target ``(q, rows, h)`` of one projection gate (see
-    :func:`garble_proj_many`)."""
-    W = a.shape[0]
-    T = len(targets)
-    kp, PWp, QLp = pack_consts(p, a.shape[1])
-    prep = []
-    for q, rows, h in targets:
-        nq = rows.shape[2]
-        k, D, tops = expand_consts(q, nq, h)
-        F, R, pad = _scratch(h, KEY_BLOCK, nq)
-        prep.append((q, rows, h, k, D, tops, F, R, pad, barrett(q, 2 * q),
-                     np.empty((W, nq), np.int64)))
-    hasher = block_hasher()
-    step = max(1, CHUNK_BLOCKS // (1 + sum(t[2] for t in targets)))
-    for w0 in range(0, W, step):
-        w1 = min(W, w0 + step)
-        x = _keys(w1 - w0)
-        pack_labels(a[w0:w1], p, kp, PWp, QLp, x)
-        y = hasher.encrypt(x, "y")
-        for t, (q, rows, h, k, D, tops, F, R, pad, M, out) in enumerate(prep):
-            z = hasher.tweaked(y, gid, w0, 1, role, h, T, t)
-            proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows, out)
-    return [t[10] for t in prep]
-
-
-def garble_mixed_half(a0: np.ndarray, b0: np.ndarray, E: int, p: int, q: int,
-                      delta_q: np.ndarray, r: np.ndarray, g0: np.ndarray, gid: int, h: int,
-                      rows_dtype):
-    """The evaluator half of the mixed half gate (role 1): (output zero labels, rows
-    ``(W, q - 1, n(p))``, digits ``(W, q)``)."""
-    W, n_p = a0.shape
-    out0 = np.empty((W, n_p), np.int64)
-    rows_e = np.empty((W, q - 1, n_p), rows_dtype)
-    digits = np.empty((W, q), rows_dtype)
-    k, D, tops = expand_consts(p, n_p + 1, h)
-    kq, PWq, QLq = pack_consts(q, b0.shape[1])
-    M = barrett(p, 2 * p * p + 2 * p)
-    F, R, pad = _scratch(h, max(q, KEY_BLOCK // q * q), n_p + 1)
-    step = _step(q, h)
-    for w0 in range(0, W, step):
-        w1 = min(W, w0 + step)
-        x = _keys((w1 - w0) * q)
-        pack_all_colours(b0, delta_q, E, q, kq, PWq, QLq, w0, w1, x)
-        y, z = block_hasher().hash(x, gid, w0, q, 1, h)
-        mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, out0,
-                     rows_e, digits)
-    return out0, rows_e, digits
-
-
-def eval_mixed_half(a: np.ndarray, b: np.ndarray, g: np.ndarray, p: int, q: int,
-                    rows_e: np.ndarray, digits: np.ndarray, gid: int, h: int) -> np.ndarray:
-    """Active label of ``x*y`` from the garbler half's result ``g`` and the evaluator half."""
-    W, n_p = a.shape
-    out = np.empty((W, n_p), np.int64)
-    k, D, tops = expand_consts(p, n_p + 1, h)
-    kq, PWq, QLq = pack_consts(q, b.shape[1])
-    M = barrett(p, p * p + 4 * p)
-    F, R, pad = _scratch(h, KEY_BLOCK, n_p + 1)
-    step = _step(1, h)
-    for w0 in range(0, W, step):
-        w1 = min(W, w0 + step)
-        x = _keys(w1 - w0)
-        pack_labels(b[w0:w1], q, kq, PWq, QLq, x)
-        y, z = block_hasher().hash(x, gid, w0, 1, 1, h)
-        mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, digits, out)
-    return out
 
 
 # -- CRT reconstruction (the plain simulation's overflow monitor) --------------------------

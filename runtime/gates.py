@@ -57,7 +57,7 @@ import torch
 
 from dashc import crt
 
-from . import cpu_kernels
+from . import cpu_gates, cpu_kernels
 from .hashing import HASH, output_blocks
 from .tables import digit_dtype
 
@@ -130,7 +130,7 @@ def garble_proj_many(a0: torch.Tensor, p: int, delta_p: torch.Tensor, targets, g
             n_q = crt.label_length(q)
             spec.append((q, _np64(dq), _np64(tab, (p,) if tab.dim() == 1 else (B * E, p)),
                          output_blocks(q, n_q), digit_dtype(q)[1]))
-        res = cpu_kernels.garble_proj_many(_np64(a0, (B * E, n_p)), E, p, _np64(delta_p),
+        res = cpu_gates.garble_proj_many(_np64(a0, (B * E, n_p)), E, p, _np64(delta_p),
                                            spec, gate_id, role)
         HASH.aes_blocks += B * E * p * (1 + sum(t[3] for t in spec))
         return [(torch.from_numpy(c0).reshape(B, E, -1),
@@ -168,7 +168,7 @@ def eval_proj_many(a: torch.Tensor, p: int, targets, gate_id: int, role: int = 0
     if _compiled(impl, a):
         spec = [(q, _np(rows, (B * E, p - 1, crt.label_length(q))),
                  output_blocks(q, crt.label_length(q))) for q, rows in targets]
-        res = cpu_kernels.eval_proj_many(_np64(a, (B * E, n_p)), p, spec, gate_id, role)
+        res = cpu_gates.eval_proj_many(_np64(a, (B * E, n_p)), p, spec, gate_id, role)
         HASH.aes_blocks += B * E * (1 + sum(t[2] for t in spec))
         return [torch.from_numpy(out).reshape(B, E, -1) for out in res]
     outs = [(q, crt.label_length(q)) for q, _ in targets]
@@ -200,7 +200,7 @@ def garble_mixed_mul(a0: torch.Tensor, p: int, delta_p: torch.Tensor, b0: torch.
     if _compiled(impl, a0):
         h = output_blocks(p, n_p + 1)
         W = B * E
-        out0, rows_e, digits = cpu_kernels.garble_mixed_half(
+        out0, rows_e, digits = cpu_gates.garble_mixed_half(
             _np64(a0, (W, n_p)), _np64(b0, (W, n_q)), E, p, q, _np64(delta_q), _np(r, (W,)),
             _np(g0, (W, n_p)), gate_id, h, digit_dtype(p)[1])
         HASH.aes_blocks += W * q * (1 + h)
@@ -232,7 +232,7 @@ def eval_mixed_mul(a: torch.Tensor, p: int, b: torch.Tensor, q: int, rows_g: tor
     if _compiled(impl, a):
         h = output_blocks(p, n_p + 1)
         W = B * E
-        out = cpu_kernels.eval_mixed_half(_np64(a, (W, n_p)), _np64(b, (W, n_q)),
+        out = cpu_gates.eval_mixed_half(_np64(a, (W, n_p)), _np64(b, (W, n_q)),
                                           _np(g, (W, n_p)), p, q,
                                           _np(rows_e, (W, q - 1, n_p)), _np(digits, (W, q)),
                                           gate_id, h)

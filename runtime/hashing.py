@@ -31,7 +31,7 @@ import math
 import numpy as np
 import torch
 
-from . import cpu_kernels
+from . import cpu_gates, cpu_kernels
 from .aes import OpenSSLAES, TorchAES
 
 MASK32 = (1 << 32) - 1
@@ -190,7 +190,7 @@ class Hasher:
             kn = np.ascontiguousarray(keys.numpy(), dtype=np.int64)
             out = []
             for (q_out, m), h, el in zip(outputs, hs, elems):
-                out.append(torch.from_numpy(cpu_kernels.hash_labels(
+                out.append(torch.from_numpy(cpu_gates.hash_labels(
                     kn, q_in, gate_id, np.ascontiguousarray(el.numpy()), role, q_out, m, h)))
             self.aes_blocks += keys.shape[0] * (1 + sum(hs))
             return out

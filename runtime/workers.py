@@ -1,0 +1,105 @@
+"""Worker threads for the compiled CPU kernels.
+
+A gate over many wires is cut into contiguous parts, one per thread; each part hashes and
+garbles (or evaluates) its own wires with its own OpenSSL context and scratch buffers, and
+writes disjoint slices of the outputs.  The compiled kernels and OpenSSL release the GIL, so
+the parts run on separate cores.  Tweaks depend on a wire's absolute index only, so the
+tables are the same bit for bit whatever the number of threads.
+
+The number of threads is :func:`threads`: ``DASHC_THREADS`` if set, else the cores this
+process may run on (at most :data:`MAX_THREADS`); :func:`set_threads` changes it (the CLI's
+``--threads``).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+MAX_THREADS = 8
+#: below this much work (AES blocks, or digits for the free operations) per part, one
+#: thread does the whole call: handing a part to a worker costs tens of microseconds
+MIN_PART_WORK = 1 << 15
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_threads: int | None = None
+
+
+def default_threads() -> int:
+    env = os.environ.get("DASHC_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"DASHC_THREADS must be a positive integer, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"DASHC_THREADS must be a positive integer, got {env!r}")
+        return n
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cores))
+
+
+def threads() -> int:
+    """Threads a gate may use."""
+    global _threads
+    if _threads is None:
+        _threads = default_threads()
+    return _threads
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` threads per gate from now on (1: the calling thread only)."""
+    global _threads, _pool
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"thread count must be at least 1, got {n}")
+    with _lock:
+        _threads = n
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+
+
+def _workers() -> ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(1, threads() - 1),
+                                       thread_name_prefix="dashc-gate")
+        return _pool
+
+
+def split(W: int, work_per_item: int) -> list[tuple[int, int]]:
+    """``[0, W)`` cut into contiguous parts, one per thread, each worth at least
+    :data:`MIN_PART_WORK` (a single part when the call is small)."""
+    n = min(threads(), max(1, (W * max(1, work_per_item)) // MIN_PART_WORK), max(1, W))
+    bounds = [W * i // n for i in range(n + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(n)]
+
+
+def run_parts(W: int, work_per_item: int, part: Callable[[int, int], None]) -> None:
+    """``part(w0, w1)`` over a split of ``[0, W)``: the first part on the calling thread,
+    the others on the pool; waits for all and re-raises the first error."""
+    parts = split(W, work_per_item)
+    if len(parts) == 1:
+        if W:
+            part(0, W)
+        return
+    futures = [_workers().submit(part, w0, w1) for w0, w1 in parts[1:]]
+    error = None
+    try:
+        part(*parts[0])
+    except BaseException as e:  # noqa: BLE001 - wait for the others before raising
+        error = e
+    for f in futures:
+        try:
+            f.result()
+        except BaseException as e:  # noqa: BLE001
+            error = error or e
+    if error is not None:
+        raise error
