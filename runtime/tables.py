@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,11 @@ from .pipe import Prefetch, Sink
 MAGIC = b"DASHCGT2"
 TRAILER = 0xFFFF_FFFF_FFFF_FFFF
 MAX_DIGITS = 1 << 40  # per array; larger shapes can only come from a corrupted header
+#: records below this many digit bytes are written by the garbler's thread itself when the
+#: writer's worker is idle (handing a small record over costs more than writing it)
+INLINE_BYTES = 1 << 20
+#: streams below this size are read without a worker thread
+PREFETCH_MIN_BYTES = 16 << 20
 _HEAD = struct.Struct("<QQH")
 _ARRAY = struct.Struct("<IB")
 
@@ -162,7 +168,8 @@ class TableWriter:
     """Streams records to a file (path or binary file object) as they are appended.
 
     With ``background`` (the default) a worker thread packs, hashes and writes each record
-    while the garbler goes on with the next gate (:class:`dashc.runtime.pipe.Sink`);
+    while the garbler goes on with the next gate (:class:`dashc.runtime.pipe.Sink`); a
+    record under :data:`INLINE_BYTES` that finds the worker idle is written at once.
     :meth:`flush` waits until everything appended is in the file.  A record's arrays must
     not change after it is appended."""
 
@@ -185,10 +192,11 @@ class TableWriter:
 
     def append(self, rec: Record) -> None:
         self.stats.add(rec)
-        if self._sink is None:
+        size = sum(a.nbytes for _, a in rec.arrays)
+        if self._sink is None or (size < INLINE_BYTES and self._sink.idle()):
             self._emit(rec)
         else:
-            self._sink.put(rec, sum(a.nbytes for _, a in rec.arrays))
+            self._sink.put(rec, size)
 
     def flush(self) -> None:
         """Wait until every appended record is written (and flushed to the file)."""
@@ -215,15 +223,31 @@ class TableWriter:
         self.close()
 
 
+def _size(f) -> int | None:
+    """Bytes of a file object, when it can tell without reading."""
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+    try:
+        pos = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(pos)
+        return end
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+
+
 class TableReader:
     """Reads a table stream lazily, record by record, verifying the trailer checksum.
 
-    With ``prefetch`` (the default) a worker thread reads, hashes and unpacks the records
-    ahead of the evaluator (:class:`dashc.runtime.pipe.Prefetch`, a bounded number of bytes
-    ahead); errors are raised at the record where they occur, as without it.  :meth:`close`
-    stops the worker early (an evaluation that failed)."""
+    With ``prefetch`` (the default: True for streams of at least
+    :data:`PREFETCH_MIN_BYTES`, or of unknown size) a worker thread reads, hashes and unpacks
+    the records ahead of the evaluator (:class:`dashc.runtime.pipe.Prefetch`, a bounded
+    number of bytes ahead); errors are raised at the record where they occur, as without
+    it.  :meth:`close` stops the worker early (an evaluation that failed)."""
 
-    def __init__(self, source: str | Path | BinaryIO, prefetch: bool = True):
+    def __init__(self, source: str | Path | BinaryIO, prefetch: bool | None = None):
         self._own = not hasattr(source, "read")
         self._f = open(source, "rb") if self._own else source
         self._name = str(source) if self._own else "table stream"
@@ -234,6 +258,9 @@ class TableReader:
             if self._own:
                 self._f.close()
             raise IntegrityError(f"{self._name}: not a garbled-table stream (bad magic)")
+        if prefetch is None:
+            size = _size(self._f)
+            prefetch = size is None or size >= PREFETCH_MIN_BYTES
         self._ahead = Prefetch(self._produce, name="table-reader") if prefetch else None
 
     def _take(self, n: int, hashed: bool = True) -> bytes:
@@ -254,7 +281,8 @@ class TableReader:
 
     def _produce(self) -> tuple[Record, int] | None:
         rec = self._parse()
-        return None if rec is None else (rec, sum(a.nbytes for _, a in rec.arrays))
+        # a record counts its header too, so a flood of empty records is bounded as well
+        return None if rec is None else (rec, 64 + sum(a.nbytes for _, a in rec.arrays))
 
     def _next(self) -> Record | None:
         rec = self._parse() if self._ahead is None else self._ahead.get()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dashc.errors import IntegrityError
-from dashc.runtime import bitpack
+from dashc.runtime import bitpack, tables
 from dashc.runtime.tables import (MAGIC, MemoryTables, TableReader, TableWriter, digit_bytes,
                                   make_record)
 
@@ -125,9 +125,11 @@ def test_stream_refuses_a_digit_out_of_range():
 
 
 @pytest.mark.parametrize("background", [True, False])
-def test_background_writer_and_prefetching_reader_give_the_same_stream(background):
+def test_background_writer_and_prefetching_reader_give_the_same_stream(monkeypatch,
+                                                                        background):
     recs = _records()
     buf = io.BytesIO()
+    monkeypatch.setattr(tables, "INLINE_BYTES", 0)  # the worker writes every record
     with TableWriter(buf, background=background) as w:
         for r in recs:
             w.append(r)
@@ -144,7 +146,7 @@ def test_prefetching_reader_raises_at_the_damaged_record_and_stays_failed():
     recs = _records()
     data = MemoryTables(recs).to_bytes()
     cut = len(MemoryTables(recs[:1]).to_bytes()) - 40 + 30  # inside the second record
-    reader = TableReader(io.BytesIO(data[:cut]))
+    reader = TableReader(io.BytesIO(data[:cut]), prefetch=True)
     _same(reader.read(0, len(recs[0].arrays)), recs[0])  # the intact record still comes first
     for _ in range(2):
         with pytest.raises(IntegrityError, match="truncated"):
@@ -152,7 +154,10 @@ def test_prefetching_reader_raises_at_the_damaged_record_and_stays_failed():
     reader.close()
 
 
-def test_writer_worker_error_reaches_the_garbler():
+@pytest.mark.parametrize("inline", [0, 1 << 20])
+def test_writer_worker_error_reaches_the_garbler(monkeypatch, inline):
+    monkeypatch.setattr(tables, "INLINE_BYTES", inline)  # 0: every record to the worker
+
     class Broken(io.BytesIO):
         def write(self, data):
             if len(data) > 100:
@@ -171,7 +176,16 @@ def test_reader_close_stops_reading_ahead(tmp_path):
     with TableWriter(path) as w:
         for r in _records() * 20:
             w.append(r)
-    reader = TableReader(path)
+    reader = TableReader(path, prefetch=True)
     reader.read(0, len(_records()[0].arrays))
     reader.close()
     reader.close()  # idempotent
+
+
+def test_prefetch_is_chosen_by_stream_size(tmp_path):
+    small = MemoryTables(_records()).to_bytes()
+    assert TableReader(io.BytesIO(small))._ahead is None
+    path = tmp_path / "big.dgt"
+    path.write_bytes(small + b"\0" * tables.PREFETCH_MIN_BYTES)  # size only: never read
+    with TableReader(path) as reader:
+        assert reader._ahead is not None
