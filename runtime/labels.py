@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from dashc import crt
 
-from . import cpu_kernels
+from . import cpu_kernels, layout_kernels
 
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
@@ -277,31 +277,62 @@ class LabelTensor:
         return self._new(out.reshape(self.batch, *idx.shape, self.n))
 
     # -- linear maps with public integer weights -----------------------------------------
+    def _residues(self, y: torch.Tensor, acc: torch.Tensor | None, unfold: bool
+                  ) -> torch.Tensor:
+        """Residues mod ``q`` of the integer-valued float result ``y`` of one piece of a
+        linear map, added to ``acc`` (the earlier pieces).  ``unfold``: ``y`` is
+        ``(B * n, O, H, W)`` and the result ``(B, O, H, W, n)``; else the layouts agree."""
+        q = self.q
+        if _compiled(self.digits) and y.device.type == "cpu" and y.is_contiguous():
+            if unfold:
+                _, O, H, W = y.shape
+                out = torch.empty((self.batch, O, H, W, self.n), dtype=torch.int64)
+                layout_kernels.residues_unfold(y.view(self.batch, self.n, -1).numpy(), q,
+                                               out.view(self.batch, -1, self.n).numpy())
+                return out if acc is None else _binary(cpu_kernels.add_mod, acc, out, q)
+            out = torch.empty(y.shape, dtype=torch.int64)
+            if acc is None:
+                layout_kernels.residues(y.view(-1).numpy(), q, out.view(-1).numpy())
+            else:
+                layout_kernels.add_residues(acc.view(-1).numpy(), y.view(-1).numpy(), q,
+                                            out.view(-1).numpy())
+            return out
+        r = y.to(torch.int64) % q
+        if unfold:
+            _, O, H, W = y.shape
+            r = r.reshape(self.batch, self.n, O, H, W).permute(0, 2, 3, 4, 1).contiguous()
+        return r if acc is None else (acc + r) % q
+
     def dense(self, weight) -> "LabelTensor":
-        """``(B, in) -> (B, out)``: ``y = x @ weight.T`` with ``weight [out, in]``."""
+        """``(B, in) -> (B, out)``: ``y = x @ weight.T`` with ``weight [out, in]``, as one
+        matrix product ``weight @ digits[b]`` per batch element (digits ``(in, n)``), which
+        keeps the label layout ``(B, out, n)``."""
         B, fan_in = self.shape
         if np.shape(weight)[1:] != (fan_in,):
             raise ValueError(f"dense weight {np.shape(weight)} does not match input {fan_in}")
         w, dtype, step = _float_weights(weight, self.q, self.device, fan_in)
-        x = self.digits.transpose(1, 2).reshape(B * self.n, fan_in)
+        x = self.digits.to(dtype)
         acc = None
         with _no_tf32():
             for s in range(0, fan_in, step):
-                part = (x[:, s:s + step].to(dtype) @ w[:, s:s + step].T)
-                part = part.to(torch.int64) % self.q
-                acc = part if acc is None else (acc + part) % self.q
-        out = acc.reshape(B, self.n, -1).transpose(1, 2).contiguous()
-        return self._new(out)
+                part = torch.matmul(w[:, s:s + step], x[:, s:s + step]).contiguous()
+                acc = self._residues(part, acc, unfold=False)
+        return self._new(acc)
 
     def _fold(self) -> torch.Tensor:
         """``(B, C, H, W, n) -> (B * n, C, H, W)``."""
         B, C, H, W = self.shape
         return self.digits.permute(0, 4, 1, 2, 3).reshape(B * self.n, C, H, W)
 
-    def _unfold(self, y: torch.Tensor) -> "LabelTensor":
-        _, O, H, W = y.shape
-        return self._new(y.reshape(self.batch, self.n, O, H, W).permute(0, 2, 3, 4, 1)
-                         .contiguous())
+    def _fold_padded(self, pads: tuple[int, int, int, int], dtype) -> torch.Tensor:
+        """``(B * n, C, H', W')`` floats of the digits, zero padded (one pass on the CPU)."""
+        top, left, bottom, right = pads
+        if _compiled(self.digits):
+            B, C, H, W = self.shape
+            x = torch.zeros((B * self.n, C, H + top + bottom, W + left + right), dtype=dtype)
+            layout_kernels.fold_pad(self.digits.numpy(), top, left, x.numpy())
+            return x
+        return F.pad(self._fold(), (left, right, top, bottom)).to(dtype)
 
     def conv2d(self, weight, stride=(1, 1), pads=(0, 0, 0, 0)) -> "LabelTensor":
         """``(B, C, H, W) -> (B, O, H', W')``, weight ``[O, C, kh, kw]``, zero padding
@@ -313,19 +344,18 @@ class LabelTensor:
         O, C, kh, kw = w.shape
         if C != self.shape[1]:
             raise ValueError(f"conv weight has {C} input channels, input has {self.shape[1]}")
-        top, left, bottom, right = (int(p) for p in pads)
-        x = F.pad(self._fold(), (left, right, top, bottom))
+        pads = tuple(int(p) for p in pads)
         cstep = max(1, step // (kh * kw))
         if cstep * kh * kw > step and step < C * kh * kw:
             raise ValueError("conv kernel window too large for exact float arithmetic")
+        x = self._fold_padded(pads, dtype)
         stride = tuple(int(v) for v in stride)
         acc = None
         with _no_tf32():
             for s in range(0, C, cstep):
-                part = exact_conv2d(x[:, s:s + cstep].to(dtype), w[:, s:s + cstep], stride)
-                part = part.to(torch.int64) % self.q
-                acc = part if acc is None else (acc + part) % self.q
-        return self._unfold(acc)
+                part = exact_conv2d(x[:, s:s + cstep], w[:, s:s + cstep], stride)
+                acc = self._residues(part.contiguous(), acc, unfold=True)
+        return self._new(acc)
 
     def sumpool(self, kernel, stride, pads=(0, 0, 0, 0)) -> "LabelTensor":
         """Window sums over the two last value axes (integer arithmetic, exact)."""

@@ -238,3 +238,34 @@ def test_conv2d_gemm_equals_conv2d(device, C, O, k, s):
     x, w = x.to(device), w.to(device)
     assert torch.equal(conv2d_gemm(x, w, (s, s)).cpu().double(), ref)
     assert torch.equal(exact_conv2d(x, w, (s, s)).cpu().double(), ref)
+
+
+def test_conv2d_split_sum_is_exact(monkeypatch):
+    monkeypatch.setattr(labels_mod, "FLOAT64_EXACT", 1 << 18)  # two channels a piece
+    monkeypatch.setattr(labels_mod, "FLOAT32_EXACT", 1 << 10)
+    q = 251
+    w = np.random.default_rng(1).integers(-125, 126, size=(3, 5, 2, 2))
+    a = _labels(q, (2, 5, 4, 4), 8, "cpu")
+    x = a.digits.permute(0, 4, 1, 2, 3).reshape(-1, 5, 4, 4)
+    ref = _conv_ref(x, w, (1, 1), (1, 0, 0, 1), q)
+    got = a.conv2d(w, (1, 1), (1, 0, 0, 1)).digits
+    assert (got.permute(0, 4, 1, 2, 3).reshape(ref.shape) == ref).all()
+
+
+@pytest.mark.parametrize("q", [2, 7, 251])
+def test_compiled_linear_layers_equal_torch(q, monkeypatch):
+    """The one-pass fold and residue kernels give what permute, pad, cast and remainder
+    give, for contiguous and strided digits."""
+    rng = np.random.default_rng(q)
+    wc = rng.integers(-300, 300, size=(4, 3, 3, 3))
+    wd = rng.integers(-300, 300, size=(5, 3 * 6 * 5))
+    a = _labels(q, (2, 3, 6, 5), 9, "cpu")
+    strided = LabelTensor(a.digits.transpose(2, 3).contiguous().transpose(2, 3), q)
+    ops = [lambda t: t.conv2d(wc, (2, 1), (1, 0, 2, 1)),
+           lambda t: t.conv2d(wc, (1, 1), (0, 0, 0, 0)),
+           lambda t: t.reshape((2, -1)).dense(wd)]
+    fast = [op(t).digits for op in ops for t in (a, strided)]
+    monkeypatch.setattr(labels_mod.cpu_kernels, "AVAILABLE", False)
+    slow = [op(t).digits for op in ops for t in (a, strided)]
+    for got, ref in zip(fast, slow):
+        assert got.dtype == ref.dtype == torch.int64 and torch.equal(got, ref)
