@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from dashc import crt
 
-from . import cpu_kernels, layout_kernels
+from . import cpu_kernels, layout_kernels, workers
 
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
@@ -149,10 +149,23 @@ def _compiled(*tensors: torch.Tensor) -> bool:
             and not any(u.requires_grad for u in tensors))
 
 
+def in_parts(n: int, fn) -> None:
+    """``fn(i0, i1)`` over ``[0, n)`` label digits, cut into parts on the worker threads
+    when there are enough of them (:data:`dashc.runtime.workers.MIN_PART_DIGITS`)."""
+    workers.run_parts(n, 1, fn, min_work=workers.MIN_PART_DIGITS)
+
+
 def _binary(kernel, a: torch.Tensor, b: torch.Tensor, q: int) -> torch.Tensor:
     out = torch.empty_like(a)
-    kernel(a.view(-1).numpy(), b.view(-1).numpy(), q, out.view(-1).numpy())
+    av, bv, ov = a.view(-1).numpy(), b.view(-1).numpy(), out.view(-1).numpy()
+    in_parts(av.shape[0], lambda i0, i1: kernel(av[i0:i1], bv[i0:i1], q, ov[i0:i1]))
     return out
+
+
+def _rows_in_parts(a: np.ndarray, fn) -> None:
+    """``fn(e0, e1)`` over the elements ``a[:, e0:e1]`` of a ``(B, E, n)`` digit array."""
+    B, E, n = a.shape
+    workers.run_parts(E, B * n, fn, min_work=workers.MIN_PART_DIGITS)
 
 
 class LabelTensor:
@@ -233,8 +246,9 @@ class LabelTensor:
             c = int(c) % self.q
             if _compiled(self.digits):
                 out = torch.empty_like(self.digits)
-                cpu_kernels.cmul_mod(self.digits.view(-1).numpy(), c, self.q,
-                                     out.view(-1).numpy())
+                av, ov, q = self.digits.view(-1).numpy(), out.view(-1).numpy(), self.q
+                in_parts(av.shape[0],
+                         lambda i0, i1: cpu_kernels.cmul_mod(av[i0:i1], c, q, ov[i0:i1]))
                 return self._new(out)
         return self._new((self.digits * c) % self.q)
 
@@ -249,16 +263,20 @@ class LabelTensor:
             if _compiled(self.digits) and _compiled(cd):
                 a = self.digits.reshape(self.batch, -1, self.n)
                 out = torch.empty_like(a)
-                cpu_kernels.add_rows(a.numpy(), cd.numpy(), self.q, out.numpy())
+                an, dn, on, q = a.numpy(), cd.numpy(), out.numpy(), self.q
+                _rows_in_parts(an, lambda e0, e1: cpu_kernels.add_rows(
+                    an[:, e0:e1], dn, q, on[:, e0:e1]))
                 return self._new(out.reshape(self.digits.shape))
             return self._new((self.digits + cd.reshape(d.shape)) % self.q)
         c = c.expand(self.shape) if c.dim() <= len(self.shape) else c
         if _compiled(self.digits) and _compiled(delta) and tuple(c.shape) == self.shape:
             a = self.digits.reshape(self.batch, -1, self.n)
             out = torch.empty_like(a)
-            cpu_kernels.add_scaled_rows(a.numpy(), c.reshape(self.batch, -1).contiguous()
-                                        .numpy(), delta.contiguous().numpy(), self.q,
-                                        out.numpy())
+            an, on, q = a.numpy(), out.numpy(), self.q
+            cn = c.reshape(self.batch, -1).contiguous().numpy()
+            dn = delta.contiguous().numpy()
+            _rows_in_parts(an, lambda e0, e1: cpu_kernels.add_scaled_rows(
+                an[:, e0:e1], cn[:, e0:e1], dn, q, on[:, e0:e1]))
             return self._new(out.reshape(self.digits.shape))
         return self._new((self.digits + c.unsqueeze(-1) * d) % self.q)
 
@@ -287,15 +305,20 @@ class LabelTensor:
             if unfold:
                 _, O, H, W = y.shape
                 out = torch.empty((self.batch, O, H, W, self.n), dtype=torch.int64)
-                layout_kernels.residues_unfold(y.view(self.batch, self.n, -1).numpy(), q,
-                                               out.view(self.batch, -1, self.n).numpy())
+                src = y.view(self.batch, self.n, -1).numpy()
+                dst = out.view(self.batch, -1, self.n).numpy()
+                _rows_in_parts(dst, lambda e0, e1: layout_kernels.residues_unfold(
+                    src[:, :, e0:e1], q, dst[:, e0:e1]))
                 return out if acc is None else _binary(cpu_kernels.add_mod, acc, out, q)
             out = torch.empty(y.shape, dtype=torch.int64)
+            yv, ov = y.view(-1).numpy(), out.view(-1).numpy()
             if acc is None:
-                layout_kernels.residues(y.view(-1).numpy(), q, out.view(-1).numpy())
+                in_parts(yv.shape[0], lambda i0, i1: layout_kernels.residues(
+                    yv[i0:i1], q, ov[i0:i1]))
             else:
-                layout_kernels.add_residues(acc.view(-1).numpy(), y.view(-1).numpy(), q,
-                                            out.view(-1).numpy())
+                av = acc.view(-1).numpy()
+                in_parts(yv.shape[0], lambda i0, i1: layout_kernels.add_residues(
+                    av[i0:i1], yv[i0:i1], q, ov[i0:i1]))
             return out
         r = y.to(torch.int64) % q
         if unfold:
@@ -330,7 +353,9 @@ class LabelTensor:
         if _compiled(self.digits):
             B, C, H, W = self.shape
             x = torch.zeros((B * self.n, C, H + top + bottom, W + left + right), dtype=dtype)
-            layout_kernels.fold_pad(self.digits.numpy(), top, left, x.numpy())
+            src, dst = self.digits.numpy(), x.numpy()
+            workers.run_parts(C, B * H * W * self.n, lambda c0, c1: layout_kernels.fold_pad(
+                src[:, c0:c1], top, left, dst[:, c0:c1]), min_work=workers.MIN_PART_DIGITS)
             return x
         return F.pad(self._fold(), (left, right, top, bottom)).to(dtype)
 

@@ -45,9 +45,9 @@ from .pipe import Prefetch, Sink
 MAGIC = b"DASHCGT2"
 TRAILER = 0xFFFF_FFFF_FFFF_FFFF
 MAX_DIGITS = 1 << 40  # per array; larger shapes can only come from a corrupted header
-#: records below this many digit bytes are written by the garbler's thread itself when the
-#: writer's worker is idle (handing a small record over costs more than writing it)
-INLINE_BYTES = 1 << 20
+#: small records go to the writer's worker in batches of about this many digit bytes
+#: (handing over one small record costs more than writing it)
+BATCH_BYTES = 1 << 20
 #: streams below this size are read without a worker thread
 PREFETCH_MIN_BYTES = 16 << 20
 _HEAD = struct.Struct("<QQH")
@@ -168,8 +168,8 @@ class TableWriter:
     """Streams records to a file (path or binary file object) as they are appended.
 
     With ``background`` (the default) a worker thread packs, hashes and writes each record
-    while the garbler goes on with the next gate (:class:`dashc.runtime.pipe.Sink`); a
-    record under :data:`INLINE_BYTES` that finds the worker idle is written at once.
+    while the garbler goes on with the next gate (:class:`dashc.runtime.pipe.Sink`); small
+    records are handed over in batches of about :data:`BATCH_BYTES`.
     :meth:`flush` waits until everything appended is in the file.  A record's arrays must
     not change after it is appended."""
 
@@ -179,7 +179,9 @@ class TableWriter:
         self._sha = hashlib.sha256()
         self.stats = TableStats()
         self._write(MAGIC)
-        self._sink = Sink(self._emit, name="table-writer") if background else None
+        self._sink = Sink(self._emit_all, name="table-writer") if background else None
+        self._batch: list[Record] = []
+        self._batch_bytes = 0
 
     def _write(self, data: bytes) -> None:
         self._sha.update(data)
@@ -190,17 +192,29 @@ class TableWriter:
             self._write(piece)
         self._f.flush()  # each gate's tables leave memory as soon as they are garbled
 
+    def _emit_all(self, recs: list[Record]) -> None:
+        for rec in recs:
+            self._emit(rec)
+
+    def _hand_over(self) -> None:
+        if self._batch:
+            self._sink.put(self._batch, self._batch_bytes)
+            self._batch, self._batch_bytes = [], 0
+
     def append(self, rec: Record) -> None:
         self.stats.add(rec)
-        size = sum(a.nbytes for _, a in rec.arrays)
-        if self._sink is None or (size < INLINE_BYTES and self._sink.idle()):
+        if self._sink is None:
             self._emit(rec)
-        else:
-            self._sink.put(rec, size)
+            return
+        self._batch.append(rec)
+        self._batch_bytes += 64 + sum(a.nbytes for _, a in rec.arrays)
+        if self._batch_bytes >= BATCH_BYTES:
+            self._hand_over()
 
     def flush(self) -> None:
         """Wait until every appended record is written (and flushed to the file)."""
         if self._sink is not None:
+            self._hand_over()
             self._sink.drain()
 
     def close(self) -> None:
@@ -208,6 +222,7 @@ class TableWriter:
             return
         try:
             if self._sink is not None:
+                self._hand_over()
                 self._sink.close()
             self._f.write(struct.pack("<Q", TRAILER) + self._sha.digest())
             self._f.flush()

@@ -21,6 +21,8 @@ MAX_THREADS = 8
 #: below this much work (AES blocks, or digits for the free operations) per part, one
 #: thread does the whole call: handing a part to a worker costs tens of microseconds
 MIN_PART_WORK = 1 << 15
+#: the same for the free operations, in label digits per part
+MIN_PART_DIGITS = 1 << 18
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -74,18 +76,20 @@ def _workers() -> ThreadPoolExecutor:
         return _pool
 
 
-def split(W: int, work_per_item: int) -> list[tuple[int, int]]:
+def split(W: int, work_per_item: int, min_work: int | None = None) -> list[tuple[int, int]]:
     """``[0, W)`` cut into contiguous parts, one per thread, each worth at least
-    :data:`MIN_PART_WORK` (a single part when the call is small)."""
-    n = min(threads(), max(1, (W * max(1, work_per_item)) // MIN_PART_WORK), max(1, W))
+    ``min_work`` (default :data:`MIN_PART_WORK`; a single part when the call is small)."""
+    least = MIN_PART_WORK if min_work is None else min_work
+    n = min(threads(), max(1, (W * max(1, work_per_item)) // max(1, least)), max(1, W))
     bounds = [W * i // n for i in range(n + 1)]
     return [(bounds[i], bounds[i + 1]) for i in range(n)]
 
 
-def run_parts(W: int, work_per_item: int, part: Callable[[int, int], None]) -> None:
+def run_parts(W: int, work_per_item: int, part: Callable[[int, int], None],
+              min_work: int | None = None) -> None:
     """``part(w0, w1)`` over a split of ``[0, W)``: the first part on the calling thread,
     the others on the pool; waits for all and re-raises the first error."""
-    parts = split(W, work_per_item)
+    parts = split(W, work_per_item, min_work)
     if len(parts) == 1:
         if W:
             part(0, W)

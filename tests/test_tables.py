@@ -129,7 +129,7 @@ def test_background_writer_and_prefetching_reader_give_the_same_stream(monkeypat
                                                                         background):
     recs = _records()
     buf = io.BytesIO()
-    monkeypatch.setattr(tables, "INLINE_BYTES", 0)  # the worker writes every record
+    monkeypatch.setattr(tables, "BATCH_BYTES", 300)  # batches of one and of two records
     with TableWriter(buf, background=background) as w:
         for r in recs:
             w.append(r)
@@ -154,9 +154,9 @@ def test_prefetching_reader_raises_at_the_damaged_record_and_stays_failed():
     reader.close()
 
 
-@pytest.mark.parametrize("inline", [0, 1 << 20])
-def test_writer_worker_error_reaches_the_garbler(monkeypatch, inline):
-    monkeypatch.setattr(tables, "INLINE_BYTES", inline)  # 0: every record to the worker
+@pytest.mark.parametrize("batch", [0, 1 << 20])
+def test_writer_worker_error_reaches_the_garbler(monkeypatch, batch):
+    monkeypatch.setattr(tables, "BATCH_BYTES", batch)  # 0: every record on its own
 
     class Broken(io.BytesIO):
         def write(self, data):

@@ -15,15 +15,17 @@ from dashc.runtime.rng import insecure_seeded_random
 @pytest.fixture
 def threads():
     """Set the thread count (and the part size) for one test, then restore them."""
-    old, old_min = workers.threads(), workers.MIN_PART_WORK
+    old, old_min, old_digits = workers.threads(), workers.MIN_PART_WORK, workers.MIN_PART_DIGITS
 
-    def use(n, min_work=old_min):
+    def use(n, min_work=old_min, min_digits=old_digits):
         workers.set_threads(n)
         workers.MIN_PART_WORK = min_work
+        workers.MIN_PART_DIGITS = min_digits
 
     yield use
     workers.set_threads(old)
     workers.MIN_PART_WORK = old_min
+    workers.MIN_PART_DIGITS = old_digits
 
 
 def test_split_covers_every_item_once(threads):
@@ -69,13 +71,14 @@ def _garble_and_evaluate(plan, xi):
 
 
 @pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason="numba missing")
-def test_model_garbled_on_several_threads_is_bit_identical(threads):
-    plan = api.compile_model("A", "mnist", calib_size=64, progress=None)
+@pytest.mark.parametrize("model", ["A", "C"])
+def test_model_garbled_on_several_threads_is_bit_identical(threads, model):
+    plan = api.compile_model(model, "mnist", calib_size=64, progress=None)
     x, _ = api.load_data("mnist", limit=3)
     xi = torch.as_tensor(encode_input(plan, x))
     threads(1)
     t1, logits1, out1 = _garble_and_evaluate(plan, xi)
-    threads(3, min_work=64)  # every gate of A is cut into three parts
+    threads(3, min_work=64, min_digits=64)  # every gate and free op of A: three parts
     t3, logits3, out3 = _garble_and_evaluate(plan, xi)
     assert t1 == t3
     for q in out1.parts:
