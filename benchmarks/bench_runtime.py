@@ -133,7 +133,7 @@ def model_rows(table: Table, model: str, batches: list[int], repeat: int):
                 state["inputs"] = g.encode([xi])
 
             def evaluate():
-                with TableReader(path) as reader:
+                with TableReader(path, lazy=True) as reader:
                     state["out"] = execute.run(plan, Evaluator(state["inputs"], reader),
                                                batch=B)
                     reader.finish()

@@ -220,7 +220,7 @@ def evaluate(evaluator_dir, inputs=None, output=None, device: str = "cpu") -> di
     inputs = Path(inputs) if inputs else evaluator_dir / INPUTS
     labels = read_labels(inputs, info["circuit"], "inputs")
     t0 = time.perf_counter()
-    with TableReader(evaluator_dir / TABLES) as reader:
+    with TableReader(evaluator_dir / TABLES, lazy=True) as reader:
         result = execute.run(plan, Evaluator(labels, reader, device=device),
                              batch=labels[0].shape[0])
         reader.finish()

@@ -58,7 +58,7 @@ def garbled_logits(plan: Plan, xi, device: str = "cpu", workdir: str | None = No
         inputs = garbler.encode([torch.as_tensor(xi, dtype=torch.int64)])
         _sync(device)
         t2 = time.perf_counter()
-        with TableReader(path) as reader:
+        with TableReader(path, lazy=True) as reader:
             evaluator = Evaluator(inputs, reader, device=device)
             if on_evaluate:
                 on_evaluate(None, None)

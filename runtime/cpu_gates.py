@@ -16,8 +16,9 @@ import numpy as np
 from .aes import FIXED_KEY
 from .cpu_kernels import (CHUNK_BLOCKS, KEY_BLOCK, _scratch, barrett, expand_consts,
                           expand_pads, mixed_eval, mixed_garble, pack_all_colours,
-                          pack_consts, pack_labels, proj_eval, proj_garble, tweak_xor,
-                          tweak_xor_elems)
+                          pack_consts, pack_labels, proj_eval, proj_garble, select_cols,
+                          select_rows, tweak_xor, tweak_xor_elems)
+from .tables import Packed
 from .workers import run_parts
 
 
@@ -145,36 +146,55 @@ def garble_proj_many(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, target
     return [(t[10], t[11]) for t in prep]
 
 
+_NO_ROWS = np.zeros((1, 1, 1), np.uint8)
+_NO_BYTES = np.zeros(1, np.uint8)
+
+
+def table_source(t, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(dense, packed, bits)`` for a gate's table array of ``shape``: a numpy array of
+    digits (``bits = 0``), or a :class:`~dashc.runtime.tables.Packed` read in place."""
+    if isinstance(t, Packed):
+        if t.size != int(np.prod(shape)):
+            raise ValueError(f"packed table of shape {t.shape} does not fit {shape}")
+        return (_NO_ROWS if len(shape) == 3 else _NO_ROWS[0]), t.data, t.bits
+    return np.ascontiguousarray(t).reshape(shape), _NO_BYTES, 0
+
+
 def eval_proj_many(a: np.ndarray, p: int, targets: list, gid: int, role: int) -> list:
-    """Active labels ``a (W, n(p))`` and, per target, ``(q, rows (W, p - 1, n(q)), h)`` ->
-    one ``(W, n(q))`` int64 active label array per target (see :func:`garble_proj_many`)."""
+    """Active labels ``a (W, n(p))`` and, per target, ``(q, rows, h)`` with ``rows`` the
+    gate's ``(W, p - 1, n(q))`` table (an array or packed, see :func:`table_source`) ->
+    one ``(W, n(q))`` int64 active label array per target (see :func:`garble_proj_many`).
+    Only the row each wire opens is read."""
     W = a.shape[0]
     T = len(targets)
     kp, PWp, QLp = pack_consts(p, a.shape[1])
     prep = []
     for q, rows, h in targets:
-        nq = rows.shape[2]
+        nq = int(rows.shape[-1])
+        dense, packed, bits = table_source(rows, (W, p - 1, nq))
         k, D, tops = expand_consts(q, nq, h)
-        prep.append((q, rows, h, k, D, tops, nq, barrett(q, 2 * q),
+        prep.append((q, dense, packed, bits, h, k, D, tops, nq, barrett(q, 3 * q),
                      np.empty((W, nq), np.int64)))
     blocks = 1 + sum(t[2] for t in targets)
     step = max(1, CHUNK_BLOCKS // blocks)
 
     def part(p0: int, p1: int) -> None:
         hasher = block_hasher()
-        scratch = [_scratch(t[2], KEY_BLOCK, t[6]) for t in prep]
+        scratch = [(*_scratch(t[4], KEY_BLOCK, t[8]), np.empty((step, t[8]), np.int64))
+                   for t in prep]
         for w0 in range(p0, p1, step):
             w1 = min(p1, w0 + step)
             x = _keys(w1 - w0)
             pack_labels(a[w0:w1], p, kp, PWp, QLp, x)
             y = hasher.encrypt(x, "y")
-            for t, (q, rows, h, k, D, tops, _, M, out) in enumerate(prep):
-                F, R, pad = scratch[t]
+            for t, (q, dense, packed, bits, h, k, D, tops, nq, M, out) in enumerate(prep):
+                F, R, pad, sel = scratch[t]
+                select_rows(dense, packed, bits, p - 1, a, w0, w1, sel)
                 z = hasher.tweaked(y, gid, w0, 1, role, h, T, t)
-                proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows, out)
+                proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, sel, out)
 
     run_parts(W, blocks, part)
-    return [t[8] for t in prep]
+    return [t[10] for t in prep]
 
 
 def garble_mixed_half(a0: np.ndarray, b0: np.ndarray, E: int, p: int, q: int,
@@ -207,25 +227,33 @@ def garble_mixed_half(a0: np.ndarray, b0: np.ndarray, E: int, p: int, q: int,
 
 
 def eval_mixed_half(a: np.ndarray, b: np.ndarray, g: np.ndarray, p: int, q: int,
-                    rows_e: np.ndarray, digits: np.ndarray, gid: int, h: int) -> np.ndarray:
-    """Active label of ``x*y`` from the garbler half's result ``g`` and the evaluator half."""
+                    rows_e, digits, gid: int, h: int) -> np.ndarray:
+    """Active label of ``x*y`` from the garbler half's result ``g`` and the evaluator half's
+    tables: rows ``(W, q - 1, n(p))`` and digits ``(W, q)``, arrays or packed (see
+    :func:`table_source`)."""
     W, n_p = a.shape
     out = np.empty((W, n_p), np.int64)
     k, D, tops = expand_consts(p, n_p + 1, h)
     kq, PWq, QLq = pack_consts(q, b.shape[1])
-    M = barrett(p, p * p + 4 * p)
+    M = barrett(p, p * p + 6 * p)
+    rows_d, rows_p, rows_b = table_source(rows_e, (W, q - 1, n_p))
+    dig_d, dig_p, dig_b = table_source(digits, (W, q))
     step = max(1, CHUNK_BLOCKS // (1 + h))
 
     def part(p0: int, p1: int) -> None:
         hasher = block_hasher()
         F, R, pad = _scratch(h, KEY_BLOCK, n_p + 1)
+        sel_rows = np.empty((step, n_p), np.int64)
+        sel_digits = np.empty(step, np.int64)
         for w0 in range(p0, p1, step):
             w1 = min(p1, w0 + step)
             x = _keys(w1 - w0)
             pack_labels(b[w0:w1], q, kq, PWq, QLq, x)
             y, z = hasher.hash(x, gid, w0, 1, 1, h)
-            mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e,
-                              digits, out)
+            select_rows(rows_d, rows_p, rows_b, q - 1, b, w0, w1, sel_rows)
+            select_cols(dig_d, dig_p, dig_b, q, b, w0, w1, sel_digits)
+            mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, sel_rows,
+                       sel_digits, out)
 
     run_parts(W, 1 + h, part)
     return out

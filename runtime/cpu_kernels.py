@@ -405,23 +405,78 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w
                                                 q, M)
 
 
+@njit(cache=True, inline="always")
+def _field(src, i, b):
+    """Digit ``i`` of a bit-packed stream ``src`` (``b`` bits per digit, little-endian)."""
+    bit = i * b
+    at = bit >> 3
+    v = np.int64(src[at]) >> (bit & 7)
+    got = 8 - (bit & 7)
+    while got < b:
+        at += 1
+        v |= np.int64(src[at]) << got
+        got += 8
+    return v & ((1 << b) - 1)
+
+
 @njit(cache=True, nogil=True)
-def proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows, out):
-    """Active output labels ``row[colour - 1] - pad`` (row 0 is all zeros)."""
+def select_rows(rows, packed, bits, nrows, lab, w0, w1, out):
+    """``out[w - w0] = row[lab[w, 0] - 1]`` of wire ``w`` (zeros for colour 0) for
+    ``w0 <= w < w1``: the one row of a gate's table the evaluator opens.  The rows are
+    ``rows (W, nrows, n)``, or with ``bits > 0`` the same digits bit-packed in ``packed``
+    (read in place: the other rows are never unpacked)."""
+    n = out.shape[1]
+    mask = (1 << bits) - 1
+    for w in range(w0, w1):
+        c = lab[w, 0]
+        o = w - w0
+        if c == 0:
+            for j in range(n):
+                out[o, j] = 0
+        elif bits == 0:
+            for j in range(n):
+                out[o, j] = rows[w, c - 1, j]
+        else:  # a bit reader over the row's bytes
+            bit = (w * nrows + c - 1) * n * bits
+            at = bit >> 3
+            acc = np.int64(packed[at]) >> (bit & 7)
+            have = 8 - (bit & 7)
+            for j in range(n):
+                while have < bits:
+                    at += 1
+                    acc |= np.int64(packed[at]) << have
+                    have += 8
+                out[o, j] = acc & mask
+                acc >>= bits
+                have -= bits
+
+
+@njit(cache=True, nogil=True)
+def select_cols(cols, packed, bits, ncols, lab, w0, w1, out):
+    """``out[w - w0] = cols[w, lab[w, 0]]`` for ``cols (W, ncols)``, or packed as in
+    :func:`select_rows`."""
+    for w in range(w0, w1):
+        c = lab[w, 0]
+        if bits == 0:
+            out[w - w0] = cols[w, c]
+        else:
+            out[w - w0] = _field(packed, w * ncols + c, bits)
+
+
+@njit(cache=True, nogil=True)
+def proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, sel, out):
+    """Active output labels ``row - pad`` with ``sel[w - w0]`` the row that the colour of
+    ``a[w]`` opens (:func:`select_rows`; zeros for colour 0)."""
     nq = out.shape[1]
     bw = pad.shape[0]
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
         _expand_block(y, z, v0 - w0, v1 - v0, h, q, nq, k, D, tops, F, R, pad)
         for w in range(v0, v1):
-            c = a[w, 0]
             i = w - v0
-            if c == 0:
-                for j in range(nq):
-                    out[w, j] = _md(q - pad[i, j], q, M)
-            else:
-                for j in range(nq):
-                    out[w, j] = _md(rows[w, c - 1, j] + q - pad[i, j], q, M)
+            o = w - w0
+            for j in range(nq):
+                out[w, j] = _md(sel[o, j] + q - pad[i, j], q, M)
 
 
 @njit(cache=True, nogil=True)
@@ -459,8 +514,11 @@ def mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1,
 
 
 @njit(cache=True, nogil=True)
-def mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, digits, out):
-    """Active label of ``x*y``: ``c*a + (row_s - P) - g`` with ``c = digits[s] - pad_0``."""
+def mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, sel_rows, sel_digits,
+               out):
+    """Active label of ``x*y``: ``c*a + (row_s - P) - g`` with ``c = digit_s - pad_0``, the
+    row and digit that the colour ``s`` of ``b[w]`` opens in ``sel_rows[w - w0]`` (zeros
+    for ``s = 0``) and ``sel_digits[w - w0]``."""
     n_p = a.shape[1]
     m = n_p + 1
     p2 = 2 * p
@@ -470,15 +528,11 @@ def mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, rows_e, di
         _expand_block(y, z, v0 - w0, v1 - v0, h, p, m, k, D, tops, F, R, pad)
         for w in range(v0, v1):
             i = w - v0
-            s = b[w, 0]
-            c = _md(digits[w, s] + p - pad[i, 0], p, M)
-            if s == 0:
-                for j in range(n_p):
-                    out[w, j] = _md(c * a[w, j] + p2 - pad[i, 1 + j] - g[w, j], p, M)
-            else:
-                for j in range(n_p):
-                    out[w, j] = _md(c * a[w, j] + rows_e[w, s - 1, j] + p2 - pad[i, 1 + j]
-                                    - g[w, j], p, M)
+            o = w - w0
+            c = _md(sel_digits[o] + p - pad[i, 0], p, M)
+            for j in range(n_p):
+                out[w, j] = _md(c * a[w, j] + sel_rows[o, j] + p2 - pad[i, 1 + j] - g[w, j],
+                                p, M)
 
 
 # -- free operations on label digits (flat int64 arrays of residues in [0, q)) ------------

@@ -14,9 +14,10 @@ import torch
 from dashc import crt
 from dashc.errors import IntegrityError
 
-from . import gates
+from . import cpu_kernels, gates
 from .backend import CrtTensor
 from .labels import LabelOps, LabelTensor, check_modulus
+from .tables import Packed
 
 
 def _flat(a: LabelTensor) -> torch.Tensor:
@@ -80,11 +81,15 @@ class Evaluator(LabelOps):
         self.gate_id += 1
         return gid
 
-    def _array(self, rec, k: int, q: int, shape: tuple[int, ...]) -> torch.Tensor:
+    def _array(self, rec, k: int, q: int, shape: tuple[int, ...]):
         mod, a = rec.arrays[k]
         if mod != q or tuple(a.shape) != shape:
             raise IntegrityError(f"gate {rec.gate_id}: table {k} has modulus {mod} and shape "
                                  f"{tuple(a.shape)}, expected {q} and {shape}")
+        if isinstance(a, Packed):
+            if self.device.type == "cpu" and cpu_kernels.AVAILABLE:
+                return a  # the compiled gates read the opened rows in place
+            a = a.unpack()
         # the digits keep their storage type: the gates widen them as they need
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 

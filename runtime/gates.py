@@ -59,7 +59,7 @@ from dashc import crt
 
 from . import cpu_gates, cpu_kernels
 from .hashing import HASH, output_blocks
-from .tables import digit_dtype
+from .tables import Packed, digit_dtype
 
 IMPLS = ("auto", "compiled", "torch")
 
@@ -89,6 +89,19 @@ def _np(t: torch.Tensor, shape: tuple[int, ...] | None = None) -> np.ndarray:
 
 def _np64(t: torch.Tensor, shape: tuple[int, ...] | None = None) -> np.ndarray:
     return _np(t.to(torch.int64), shape)
+
+
+def _table(t, shape: tuple[int, ...]):
+    """A gate's table array for the compiled kernels: packed digits stay packed (only the
+    opened rows are read), a tensor becomes a numpy view."""
+    return t if isinstance(t, Packed) else _np(t, shape)
+
+
+def _dense(t, device) -> torch.Tensor:
+    """A gate's table array as a tensor (packed digits are unpacked and checked)."""
+    if isinstance(t, Packed):
+        return torch.from_numpy(t.unpack()).to(device)
+    return t
 
 
 def _elements(B: int, E: int, device) -> torch.Tensor:
@@ -166,7 +179,7 @@ def eval_proj_many(a: torch.Tensor, p: int, targets, gate_id: int, role: int = 0
     B, E, n_p = a.shape
     targets = [(int(q), rows) for q, rows in targets]
     if _compiled(impl, a):
-        spec = [(q, _np(rows, (B * E, p - 1, crt.label_length(q))),
+        spec = [(q, _table(rows, (B * E, p - 1, crt.label_length(q))),
                  output_blocks(q, crt.label_length(q))) for q, rows in targets]
         res = cpu_gates.eval_proj_many(_np64(a, (B * E, n_p)), p, spec, gate_id, role)
         HASH.aes_blocks += B * E * (1 + sum(t[2] for t in spec))
@@ -179,7 +192,7 @@ def eval_proj_many(a: torch.Tensor, p: int, targets, gate_id: int, role: int = 0
         n_q = crt.label_length(q)
         pad = pad.reshape(B, E, n_q)
         idx = (colour - 1).clamp(min=0)[..., None, None].expand(B, E, 1, n_q)
-        row = torch.gather(rows.to(torch.int64), 2, idx)[:, :, 0]
+        row = torch.gather(_dense(rows, a.device).to(torch.int64), 2, idx)[:, :, 0]
         row = row * (colour != 0)[..., None]
         result.append((row - pad) % q)
     return result
@@ -233,14 +246,15 @@ def eval_mixed_mul(a: torch.Tensor, p: int, b: torch.Tensor, q: int, rows_g: tor
         h = output_blocks(p, n_p + 1)
         W = B * E
         out = cpu_gates.eval_mixed_half(_np64(a, (W, n_p)), _np64(b, (W, n_q)),
-                                          _np(g, (W, n_p)), p, q,
-                                          _np(rows_e, (W, q - 1, n_p)), _np(digits, (W, q)),
-                                          gate_id, h)
+                                        _np(g, (W, n_p)), p, q,
+                                        _table(rows_e, (W, q - 1, n_p)),
+                                        _table(digits, (W, q)), gate_id, h)
         HASH.aes_blocks += W * (1 + h)
         return torch.from_numpy(out).reshape(B, E, n_p)
     pads = HASH(b.reshape(-1, n_q), q, gate_id, _elements(B, E, a.device), 1, p, n_p + 1)
     pads = pads.reshape(B, E, n_p + 1)
     s = b[..., 0]
+    digits, rows_e = _dense(digits, a.device), _dense(rows_e, a.device)
     c = (torch.gather(digits.to(torch.int64), 2, s[..., None])[..., 0] - pads[..., 0]) % p
     idx = (s - 1).clamp(min=0)[..., None, None].expand(B, E, 1, n_p)
     row = torch.gather(rows_e.to(torch.int64), 2, idx)[:, :, 0] * (s != 0)[..., None]

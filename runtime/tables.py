@@ -48,6 +48,10 @@ MAX_DIGITS = 1 << 40  # per array; larger shapes can only come from a corrupted 
 #: small records go to the writer's worker in batches of about this many digit bytes
 #: (handing over one small record costs more than writing it)
 BATCH_BYTES = 1 << 20
+#: a lazy reader keeps gate tables of at least this many rows per wire packed (the evaluator
+#: opens one row of each wire; fewer rows are cheaper to unpack whole, ahead, on the
+#: reader's thread)
+LAZY_MIN_ROWS = 4
 #: streams below this size are read without a worker thread
 PREFETCH_MIN_BYTES = 16 << 20
 _HEAD = struct.Struct("<QQH")
@@ -65,6 +69,45 @@ def digit_dtype(q: int) -> tuple[int, type]:
 def digit_bytes(q: int) -> int:
     """Bytes per stored digit modulo ``q``."""
     return np.dtype(digit_dtype(q)[1]).itemsize
+
+
+class Packed:
+    """Digits mod ``q`` of one table array still in their stream packing
+    (:mod:`dashc.runtime.bitpack`), as a lazy reader hands them out: the evaluator's compiled
+    kernels read the one row each wire opens in place, so the other ``p - 2`` rows of a
+    projection are never unpacked.  :meth:`unpack` gives (and checks) them all."""
+
+    __slots__ = ("data", "q", "shape", "bits", "dtype", "_where")
+
+    def __init__(self, data: np.ndarray, q: int, shape: tuple[int, ...], where: str = ""):
+        self.data = data
+        self.q = int(q)
+        self.shape = tuple(int(d) for d in shape)
+        self.bits = bitpack.field_bits(self.q)
+        self.dtype = np.dtype(digit_dtype(self.q)[1])
+        self._where = where
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (the packed digits)."""
+        return int(self.data.nbytes)
+
+    def unpack(self) -> np.ndarray:
+        a = bitpack.unpack(self.data, self.size, self.q, self.dtype)
+        if a is None:
+            raise IntegrityError(f"{self._where}digit out of range for modulus {self.q}")
+        return a.reshape(self.shape)
 
 
 @dataclass
@@ -260,15 +303,22 @@ class TableReader:
     :data:`PREFETCH_MIN_BYTES`, or of unknown size) a worker thread reads, hashes and unpacks
     the records ahead of the evaluator (:class:`dashc.runtime.pipe.Prefetch`, a bounded
     number of bytes ahead); errors are raised at the record where they occur, as without
-    it.  :meth:`close` stops the worker early (an evaluation that failed)."""
+    it.  :meth:`close` stops the worker early (an evaluation that failed).
 
-    def __init__(self, source: str | Path | BinaryIO, prefetch: bool | None = None):
+    With ``lazy`` the gate tables ``(B, E, rows, n)`` of at least :data:`LAZY_MIN_ROWS`
+    rows stay :class:`Packed`: what the evaluator wants.  Their digits are not range-checked
+    then; a damaged table still fails the checksum at :meth:`finish`, and a forged row the
+    authentication of the outputs."""
+
+    def __init__(self, source: str | Path | BinaryIO, prefetch: bool | None = None,
+                 lazy: bool = False):
         self._own = not hasattr(source, "read")
         self._f = open(source, "rb") if self._own else source
         self._name = str(source) if self._own else "table stream"
         self._sha = hashlib.sha256()
         self.stats = TableStats()
         self._done = False
+        self._lazy = bool(lazy)
         if self._take(len(MAGIC)) != MAGIC:
             if self._own:
                 self._f.close()
@@ -332,8 +382,12 @@ class TableReader:
                 count *= int(d)
             if count > MAX_DIGITS:
                 raise IntegrityError(f"{self._name}: implausible table shape {shape}")
-            a = bitpack.unpack(self._take_into(bitpack.packed_size(count, q)), count, q,
-                               digit_dtype(q)[1])
+            data = self._take_into(bitpack.packed_size(count, q))
+            if self._lazy and len(shape) == 4 and shape[2] >= LAZY_MIN_ROWS:
+                arrays.append((q, Packed(np.frombuffer(data, np.uint8), q, shape,
+                                         f"{self._name}: gate {gate_id}: ")))
+                continue
+            a = bitpack.unpack(data, count, q, digit_dtype(q)[1])
             if a is None:
                 raise IntegrityError(f"{self._name}: digit out of range for modulus {q} "
                                      f"(gate {gate_id})")

@@ -287,7 +287,7 @@ class EvaluatorServer:
 
     def _evaluate(self, tables: Path, labels):
         try:
-            with RUNTIME, open(tables, "rb") as f, TableReader(f) as reader:
+            with RUNTIME, open(tables, "rb") as f, TableReader(f, lazy=True) as reader:
                 out = execute.run(self.plan, Evaluator(labels, reader, device=self.device),
                                   batch=1)
                 reader.finish()
