@@ -76,12 +76,6 @@ class Sink:
                 self._pending -= size
                 self._cv.notify_all()
 
-    def idle(self) -> bool:
-        """Nothing pending and no error (the caller may then do the work itself, in
-        order)."""
-        with self._cv:
-            return not self._items and self._error is None
-
     def drain(self) -> None:
         """Wait until every item put so far has been applied."""
         with self._cv:
