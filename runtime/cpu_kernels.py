@@ -132,6 +132,51 @@ def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0):
                           | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
 
 
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _pack_rows(d, i0, nk, n, k, PW, QL, CH, A, ch, out, o0):
+    """As :func:`_pack_block` for the keys ``d[i0:i0 + nk]`` read in place (row-major):
+    each chunk is a dot product over the key's own contiguous digits (exact in any order:
+    every partial sum is an integer below ``2^31``), so only the chunk sums ``CH[c, i]``
+    are stored across keys.  Faster than transposing the digits when chunks are long
+    (``k >= PACK_ROWS_MIN_K``)."""
+    C = QL.shape[0]
+    for i in range(nk):
+        for c in range(C):
+            s = c * k
+            e = min(n, s + k)
+            acc = 0.0
+            for t in range(e - s):
+                acc += float(d[i0 + i, s + t]) * PW[t]
+            CH[c, i] = acc
+    for j in range(8):
+        for i in range(nk):
+            A[j, i] = 0.0
+    for c in range(C):
+        for j in range(8):
+            lj = QL[c, j]
+            if lj != 0.0:
+                for i in range(nk):
+                    A[j, i] += CH[c, i] * lj
+    inv = 1.0 / 65536.0
+    for i in range(nk):
+        ch[i] = 0.0
+    for j in range(8):
+        for i in range(nk):
+            v = A[j, i] + ch[i]
+            cq = np.floor(v * inv)
+            A[j, i] = v - cq * 65536.0
+            ch[i] = cq
+    for i in range(nk):
+        out[o0 + i, 0] = (np.int64(A[0, i]) | (np.int64(A[1, i]) << 16)
+                          | (np.int64(A[2, i]) << 32) | (np.int64(A[3, i]) << 48))
+        out[o0 + i, 1] = (np.int64(A[4, i]) | (np.int64(A[5, i]) << 16)
+                          | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
+
+
+#: chunk length from which :func:`pack_labels` reads keys in place (moduli 3, 5 and 7)
+PACK_ROWS_MIN_K = 11
+
+
 @njit(cache=True, inline="always")
 def _bits(d, n):
     """Digits mod 2 ``d[0:n]`` (``n <= 128``) -> (low, high) int64 of ``sum d_i 2^i``."""
@@ -266,9 +311,14 @@ def pack_labels(d, q, k, PW, QL, out):
             out[i, 0] = lo
             out[i, 1] = hi
         return
-    Dg = np.empty((n, PACK_BLOCK))
     A = np.empty((8, PACK_BLOCK))
     ch = np.empty(PACK_BLOCK)
+    if k >= PACK_ROWS_MIN_K:
+        CH = np.empty((QL.shape[0], PACK_BLOCK))
+        for i0 in range(0, N, PACK_BLOCK):
+            _pack_rows(d, i0, min(PACK_BLOCK, N - i0), n, k, PW, QL, CH, A, ch, out, i0)
+        return
+    Dg = np.empty((n, PACK_BLOCK))
     for i0 in range(0, N, PACK_BLOCK):
         nk = min(PACK_BLOCK, N - i0)
         for i in range(nk):
@@ -295,7 +345,9 @@ def pack_all_colours(a0, delta, E, p, k, PW, QL, w0, w1, out):
             out[base + 1 - c, 1] = hi ^ dhi
         return
     bw = max(1, PACK_BLOCK // p)
-    Dg = np.empty((n, bw * p))
+    rows = k >= PACK_ROWS_MIN_K  # keys laid out row-major and packed in place
+    Dg = np.empty((bw * p, n) if rows else (n, bw * p))
+    CH = np.empty((QL.shape[0], bw * p))
     A = np.empty((8, bw * p))
     ch = np.empty(bw * p)
     cur = np.empty(n, np.int64)
@@ -309,8 +361,12 @@ def pack_all_colours(a0, delta, E, p, k, PW, QL, w0, w1, out):
             r = a0[w, 0]
             for x in range(p):
                 col = base + r
-                for i in range(n):
-                    Dg[i, col] = cur[i]
+                if rows:
+                    for i in range(n):
+                        Dg[col, i] = cur[i]
+                else:
+                    for i in range(n):
+                        Dg[i, col] = cur[i]
                 r += 1
                 if r == p:
                     r = 0
@@ -319,7 +375,10 @@ def pack_all_colours(a0, delta, E, p, k, PW, QL, w0, w1, out):
                     if v >= p:
                         v -= p
                     cur[i] = v
-        _pack_block(Dg, (v1 - v0) * p, n, k, PW, QL, A, ch, out, (v0 - w0) * p)
+        if rows:
+            _pack_rows(Dg, 0, (v1 - v0) * p, n, k, PW, QL, CH, A, ch, out, (v0 - w0) * p)
+        else:
+            _pack_block(Dg, (v1 - v0) * p, n, k, PW, QL, A, ch, out, (v0 - w0) * p)
 
 
 @njit(cache=True, nogil=True)
