@@ -14,7 +14,7 @@ import torch
 from dashc import crt
 from dashc.errors import IntegrityError
 
-from . import cpu_kernels, gates
+from . import cpu_kernels, gates, workers
 from .backend import CrtTensor
 from .labels import LabelOps, LabelTensor, check_modulus
 from .tables import Packed
@@ -28,6 +28,7 @@ class Evaluator(LabelOps):
     """Backend on active labels."""
 
     def __init__(self, inputs, tables, device="cpu"):
+        workers.keep_freed_memory()
         self.device = torch.device(device)
         self.tables = tables
         self.gate_id = 0

@@ -86,3 +86,14 @@ def test_model_garbled_on_several_threads_is_bit_identical(threads, model):
     sim, _ = execute.run_plain(plan, xi, monitor=False)
     np.testing.assert_array_equal(logits3.cpu().numpy(), sim.numpy())
     np.testing.assert_array_equal(logits1.cpu().numpy(), sim.numpy())
+
+
+def test_allocator_setting_is_made_once_and_can_be_declined(monkeypatch):
+    monkeypatch.setattr(workers, "_allocator_tuned", None)
+    monkeypatch.setenv("DASHC_KEEP_FREED_MEMORY", "0")
+    assert workers.keep_freed_memory() is False
+    assert workers.keep_freed_memory() is False  # decided once
+    monkeypatch.setattr(workers, "_allocator_tuned", None)
+    monkeypatch.delenv("DASHC_KEEP_FREED_MEMORY")
+    first = workers.keep_freed_memory()
+    assert isinstance(first, bool) and workers.keep_freed_memory() is first
