@@ -92,6 +92,26 @@ def expand_consts(q: int, m: int, h: int) -> tuple:
 
 # -- inner helpers (inlined by LLVM) -------------------------------------------------------
 
+@njit(cache=True, nogil=True, inline="always")
+def _carry_limbs(A, ch, nk, out, o0):
+    """Limb sums ``A[0:8, i]`` (16-bit limbs, each sum exact in float64) -> carried 128-bit
+    integers ``out[o0 + i]`` as (low, high) int64; ``ch`` is scratch for the carries."""
+    inv = 1.0 / 65536.0
+    for i in range(nk):
+        ch[i] = 0.0
+    for j in range(8):
+        for i in range(nk):
+            v = A[j, i] + ch[i]
+            cq = np.floor(v * inv)
+            A[j, i] = v - cq * 65536.0
+            ch[i] = cq
+    for i in range(nk):
+        out[o0 + i, 0] = (np.int64(A[0, i]) | (np.int64(A[1, i]) << 16)
+                          | (np.int64(A[2, i]) << 32) | (np.int64(A[3, i]) << 48))
+        out[o0 + i, 1] = (np.int64(A[4, i]) | (np.int64(A[5, i]) << 16)
+                          | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0):
     """Keys ``Dg[0:n, i]`` (digit-major, ``i < nk``) -> ``out[o0 + i]``, the 128-bit integers
@@ -116,20 +136,7 @@ def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0):
             if lj != 0.0:
                 for i in range(nk):
                     A[j, i] += ch[i] * lj
-    inv = 1.0 / 65536.0
-    for i in range(nk):
-        ch[i] = 0.0
-    for j in range(8):
-        for i in range(nk):
-            v = A[j, i] + ch[i]
-            cq = np.floor(v * inv)
-            A[j, i] = v - cq * 65536.0
-            ch[i] = cq
-    for i in range(nk):
-        out[o0 + i, 0] = (np.int64(A[0, i]) | (np.int64(A[1, i]) << 16)
-                          | (np.int64(A[2, i]) << 32) | (np.int64(A[3, i]) << 48))
-        out[o0 + i, 1] = (np.int64(A[4, i]) | (np.int64(A[5, i]) << 16)
-                          | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
+    _carry_limbs(A, ch, nk, out, o0)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
@@ -157,20 +164,7 @@ def _pack_rows(d, i0, nk, n, k, PW, QL, CH, A, ch, out, o0):
             if lj != 0.0:
                 for i in range(nk):
                     A[j, i] += CH[c, i] * lj
-    inv = 1.0 / 65536.0
-    for i in range(nk):
-        ch[i] = 0.0
-    for j in range(8):
-        for i in range(nk):
-            v = A[j, i] + ch[i]
-            cq = np.floor(v * inv)
-            A[j, i] = v - cq * 65536.0
-            ch[i] = cq
-    for i in range(nk):
-        out[o0 + i, 0] = (np.int64(A[0, i]) | (np.int64(A[1, i]) << 16)
-                          | (np.int64(A[2, i]) << 32) | (np.int64(A[3, i]) << 48))
-        out[o0 + i, 1] = (np.int64(A[4, i]) | (np.int64(A[5, i]) << 16)
-                          | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
+    _carry_limbs(A, ch, nk, out, o0)
 
 
 #: chunk length from which :func:`pack_labels` reads keys in place (moduli 3, 5 and 7)
