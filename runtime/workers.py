@@ -8,7 +8,8 @@ tables are the same bit for bit whatever the number of threads.
 
 The number of threads is :func:`threads`: ``DASHC_THREADS`` if set, else the cores this
 process may run on (at most :data:`MAX_THREADS`); :func:`set_threads` changes it (the CLI's
-``--threads``).
+``--threads``).  :func:`keep_freed_memory` sets up glibc's allocator so that the gates'
+large output arrays reuse memory instead of faulting fresh pages on every call.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 MAX_THREADS = 8
-#: below this much work (AES blocks, or digits for the free operations) per part, one
-#: thread does the whole call: handing a part to a worker costs tens of microseconds
+#: below this much work per part (AES blocks of a gate), one thread does the whole call:
+#: handing a part to a worker costs tens of microseconds
 MIN_PART_WORK = 1 << 15
 #: the same for the free operations, in label digits per part
 MIN_PART_DIGITS = 1 << 18
