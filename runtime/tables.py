@@ -141,7 +141,7 @@ def _pieces(rec: Record) -> list:
     parts = [_HEAD.pack(rec.gate_id, rec.ciphertexts, len(rec.arrays))]
     for q, a in rec.arrays:
         parts.append(_ARRAY.pack(q, a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape))
-        parts.append(memoryview(bitpack.pack(a, q)))
+        parts.append(memoryview(a.data if isinstance(a, Packed) else bitpack.pack(a, q)))
     return parts
 
 

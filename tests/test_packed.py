@@ -101,3 +101,10 @@ def test_lazy_tables_still_catch_damage(tmp_path):
     out = execute.run(plan, e, batch=len(xi))
     with pytest.raises(IntegrityError):
         g.decode([out])
+
+
+def test_lazy_records_write_back_the_same_stream(tmp_path):
+    _, _, _, path = _garbled_file(tmp_path, "A")
+    records = list(TableReader(path, lazy=True).records())
+    assert any(isinstance(a, Packed) for r in records for _, a in r.arrays)
+    assert MemoryTables(records).to_bytes() == path.read_bytes()
