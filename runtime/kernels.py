@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 
 from dashc.ir import Node, Op, Plan
-from dashc.runtime import gadgets
+from dashc.runtime import gadgets, workers
 from dashc.runtime.backend import CrtTensor
 
 Kernel = Callable[[object, Plan, Node, list], object]
@@ -56,9 +57,20 @@ def k_input(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
     return bk.input(tuple(plan.moduli), (int(batch), *node.shape))
 
 
+def _per_modulus(bk, x: CrtTensor, fn) -> CrtTensor:
+    """``x.map(fn)`` for a linear layer; on the CPU the moduli are spread over the worker
+    threads (each modulus is independent).  Elsewhere in order: a CUDA backend toggles
+    process-wide TF32 flags around each product."""
+    device = getattr(bk, "device", None)
+    if device is None or torch.device(device).type != "cpu":
+        return x.map(fn)
+    qs = list(x.parts)
+    return CrtTensor(dict(zip(qs, workers.map_items(lambda q: fn(x[q]), qs))))
+
+
 def k_dense(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
     weight = _weight(plan, node)
-    y = inputs[0].map(lambda w: bk.dense(w, weight))
+    y = _per_modulus(bk, inputs[0], lambda w: bk.dense(w, weight))
     return _add_bias(bk, plan, node, y, (weight.shape[0],))
 
 
@@ -66,7 +78,7 @@ def k_conv(bk, plan: Plan, node: Node, inputs: list) -> CrtTensor:
     weight = _weight(plan, node)
     stride = _ints(node.attr("stride", (1, 1)), 2, "stride", node)
     pads = _pads(node)
-    y = inputs[0].map(lambda w: bk.conv2d(w, weight, stride, pads))
+    y = _per_modulus(bk, inputs[0], lambda w: bk.conv2d(w, weight, stride, pads))
     return _add_bias(bk, plan, node, y, (weight.shape[0], 1, 1))
 
 

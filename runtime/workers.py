@@ -122,26 +122,60 @@ def split(W: int, work_per_item: int, min_work: int | None = None) -> list[tuple
     return [(bounds[i], bounds[i + 1]) for i in range(n)]
 
 
+_inline = threading.local()  # set while a thread runs one item of map_items
+
+
+def _run_all(calls: list[Callable[[], object]]) -> list:
+    """Run the calls, the first on the calling thread and the others on the pool; wait for
+    all and re-raise the first error."""
+    futures = [_workers().submit(c) for c in calls[1:]]
+    results, error = [None] * len(calls), None
+    try:
+        results[0] = calls[0]()
+    except BaseException as e:  # noqa: BLE001 - wait for the others before raising
+        error = e
+    for i, f in enumerate(futures, 1):
+        try:
+            results[i] = f.result()
+        except BaseException as e:  # noqa: BLE001
+            error = error or e
+    if error is not None:
+        raise error
+    return results
+
+
+def map_items(fn: Callable, items: list) -> list:
+    """``[fn(x) for x in items]`` with the items spread over the threads (the linear layer
+    of each modulus on its own core); inside, :func:`run_parts` runs inline."""
+    if threads() < 2 or len(items) < 2 or getattr(_inline, "on", False):
+        return [fn(x) for x in items]
+    n = min(threads(), len(items))
+    groups = [items[i::n] for i in range(n)]
+
+    def run(group):
+        _inline.on = True
+        try:
+            return [fn(x) for x in group]
+        finally:
+            _inline.on = False
+
+    done = _run_all([lambda g=g: run(g) for g in groups])
+    out = [None] * len(items)
+    for i, res in enumerate(done):
+        out[i::n] = res
+    return out
+
+
 def run_parts(W: int, work_per_item: int, part: Callable[[int, int], None],
               min_work: int | None = None) -> None:
     """``part(w0, w1)`` over a split of ``[0, W)``: the first part on the calling thread,
     the others on the pool; waits for all and re-raises the first error."""
     keep_freed_memory()
     parts = split(W, work_per_item, min_work)
+    if getattr(_inline, "on", False):
+        parts = [(0, W)]
     if len(parts) == 1:
         if W:
             part(0, W)
         return
-    futures = [_workers().submit(part, w0, w1) for w0, w1 in parts[1:]]
-    error = None
-    try:
-        part(*parts[0])
-    except BaseException as e:  # noqa: BLE001 - wait for the others before raising
-        error = e
-    for f in futures:
-        try:
-            f.result()
-        except BaseException as e:  # noqa: BLE001
-            error = error or e
-    if error is not None:
-        raise error
+    _run_all([lambda w0=w0, w1=w1: part(w0, w1) for w0, w1 in parts])
