@@ -97,3 +97,17 @@ def test_allocator_setting_is_made_once_and_can_be_declined(monkeypatch):
     monkeypatch.delenv("DASHC_KEEP_FREED_MEMORY")
     first = workers.keep_freed_memory()
     assert isinstance(first, bool) and workers.keep_freed_memory() is first
+
+
+def test_map_items_keeps_order_and_runs_parts_inline(threads):
+    threads(2, min_work=1, min_digits=1)
+    seen = []
+
+    def fn(x):
+        workers.run_parts(4, 1, lambda a, b: seen.append((x, a, b)), min_work=1)
+        return x * x
+
+    assert workers.map_items(fn, [1, 2, 3, 4, 5]) == [1, 4, 9, 16, 25]
+    assert sorted(seen) == [(x, 0, 4) for x in range(1, 6)]  # one inline part each
+    with pytest.raises(ZeroDivisionError):
+        workers.map_items(lambda x: 1 // x, [1, 0, 2])
