@@ -1,7 +1,8 @@
 """Micro-benchmark of the garbling runtime against the raw AES bound (not a test).
 
     .venv/bin/python benchmarks/bench_runtime.py [--wires 100000] [--torch-wires 10000]
-        [--repeat 3] [--threads 1] [--model A] [--batches 1,32] [--impl compiled,torch]
+        [--repeat 3] [--threads 1] [--gate-threads N] [--model A] [--batches 1,32]
+        [--impl compiled,torch]
 
 Prints the raw fixed-key AES-128-ECB throughput through OpenSSL (the physical floor), then
 for each gate implementation (``compiled``: numba kernels around OpenSSL, the CPU default;
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from dashc import crt
-from dashc.runtime import cpu_kernels, gates
+from dashc.runtime import cpu_kernels, gates, workers
 from dashc.runtime.aes import OpenSSLAES
 from dashc.runtime.hashing import HASH
 from dashc.runtime.rng import insecure_seeded_random
@@ -153,19 +154,23 @@ def main(argv=None):
     ap.add_argument("--torch-wires", type=int, default=10_000,
                     help="wires per layer for the (slow) torch path")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (OpenSSL runs on one core)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--gate-threads", type=int, default=None,
+                    help="threads per gate (default: the cores available)")
     ap.add_argument("--impl", default=None,
                     help="comma-separated gate implementations (default: compiled,torch)")
     ap.add_argument("--model", default=None, help="also run a zoo model end to end (e.g. A)")
     ap.add_argument("--batches", default="1,32")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.gate_threads is not None:
+        workers.set_threads(args.gate_threads)
     impls = (args.impl.split(",") if args.impl else
              (["compiled", "torch"] if cpu_kernels.AVAILABLE else ["torch"]))
     load = os.getloadavg()
     aes_rate = raw_aes_rate(args.repeat)
-    print(f"torch threads: {torch.get_num_threads()}; load average {load[0]:.2f} "
+    print(f"gate threads: {workers.threads()}; torch threads: {torch.get_num_threads()}; "
+          f"load average {load[0]:.2f} "
           f"{load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs; raw AES-128-ECB "
           f"(OpenSSL, preallocated buffer, CPU time): {aes_rate / 1e6:.1f} M blocks/s")
     table = Table(aes_rate)
