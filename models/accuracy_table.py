@@ -1,7 +1,8 @@
 """Regenerate the zoo's accuracy table: float, simulated and garbled, side by side.
 
     python -m dashc.models.accuracy_table --data-dir DIR [--models A,C] [--garbled 1000]
-        [--garbled-cifar 200] [--strategy dash] [--batch 16] [--threads 1] [--out table.md] [--json rows.json]
+        [--garbled-cifar 200] [--strategy dash] [--batch 16] [--threads 1] [--gate-threads N]
+        [--out table.md] [--json rows.json]
 
 For every shipped zoo model: compile it (calibrating on the training split of DIR), then the
 float and simulated accuracy on the full test split and the garbled accuracy on the first
@@ -21,6 +22,7 @@ import torch
 from dashc import api
 from dashc.models import architectures, zoo
 from dashc.models.data import default_data_dir
+from dashc.runtime import workers
 
 
 def row(name: str, data_dir, garbled: int, strategy: str, say, batch: int = 16) -> dict:
@@ -68,10 +70,15 @@ def main(argv=None) -> None:
                          "tables take about 0.6 GB per circuit on disk).")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest on a shared two-core machine)")
+    ap.add_argument("--gate-threads", type=int, default=None,
+                    help="threads per gate when garbling (default: the cores available; 1 "
+                         "when several of these runs share the machine)")
     ap.add_argument("--out", default=None, help="Write the markdown table here too.")
     ap.add_argument("--json", default=None, help="Write the rows as JSON here.")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
+    if args.gate_threads is not None:
+        workers.set_threads(max(1, args.gate_threads))
     names = args.models.split(",") if args.models else list(zoo.available())
 
     def say(msg):
