@@ -66,7 +66,6 @@ class BlockHasher:
         return self.encrypt(buf, "z")
 
 
-
 _LOCAL = threading.local()
 
 
@@ -219,8 +218,8 @@ def garble_mixed_half(a0: np.ndarray, b0: np.ndarray, E: int, p: int, q: int,
             x = _keys((w1 - w0) * q)
             pack_all_colours(b0, delta_q, E, q, kq, PWq, QLq, w0, w1, x)
             y, z = hasher.hash(x, gid, w0, q, 1, h)
-            mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0,
-                                w1, out0, rows_e, digits)
+            mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1,
+                         out0, rows_e, digits)
 
     run_parts(W, q * (1 + h), part)
     return out0, rows_e, digits

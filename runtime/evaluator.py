@@ -14,7 +14,7 @@ import torch
 from dashc import crt
 from dashc.errors import IntegrityError
 
-from . import cpu_kernels, gates, workers
+from . import gates
 from .backend import CrtTensor
 from .labels import LabelOps, LabelTensor, check_modulus
 from .tables import Packed
@@ -28,7 +28,6 @@ class Evaluator(LabelOps):
     """Backend on active labels."""
 
     def __init__(self, inputs, tables, device="cpu"):
-        workers.keep_freed_memory()
         self.device = torch.device(device)
         self.tables = tables
         self.gate_id = 0
@@ -88,9 +87,7 @@ class Evaluator(LabelOps):
             raise IntegrityError(f"gate {rec.gate_id}: table {k} has modulus {mod} and shape "
                                  f"{tuple(a.shape)}, expected {q} and {shape}")
         if isinstance(a, Packed):
-            if self.device.type == "cpu" and cpu_kernels.AVAILABLE:
-                return a  # the compiled gates read the opened rows in place
-            a = a.unpack()
+            return a  # compiled gates read the opened rows in place, the others unpack
         # the digits keep their storage type: the gates widen them as they need
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 

@@ -17,7 +17,7 @@ import torch
 from dashc import crt
 from dashc.errors import CircuitReuseError, IntegrityError
 
-from . import gates, workers
+from . import gates
 from .backend import CrtTensor
 from .labels import LabelOps, LabelTensor, check_modulus
 from .rng import SecureRandom
@@ -34,7 +34,6 @@ class Garbler(LabelOps):
     def __init__(self, batch: int, tables=None, rng=None, device="cpu"):
         if int(batch) < 1:
             raise ValueError(f"batch must be positive, got {batch}")
-        workers.keep_freed_memory()
         self.batch = int(batch)
         self.device = torch.device(device)
         self.tables = MemoryTables() if tables is None else tables

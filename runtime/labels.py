@@ -354,8 +354,8 @@ class LabelTensor:
             B, C, H, W = self.shape
             x = torch.zeros((B * self.n, C, H + top + bottom, W + left + right), dtype=dtype)
             src, dst = self.digits.numpy(), x.numpy()
-            workers.run_parts(C, B * H * W * self.n, lambda c0, c1: layout_kernels.fold_pad(
-                src[:, c0:c1], top, left, dst[:, c0:c1]), min_work=workers.MIN_PART_DIGITS)
+            _rows_in_parts(src.reshape(B, C, -1), lambda c0, c1: layout_kernels.fold_pad(
+                src[:, c0:c1], top, left, dst[:, c0:c1]))
             return x
         return F.pad(self._fold(), (left, right, top, bottom)).to(dtype)
 

@@ -92,9 +92,6 @@ class Sink:
         self._raise()
 
 
-_END = object()
-
-
 class Prefetch:
     """Items of ``produce()`` (``(item, size)``, or None at the end) computed ahead on a
     worker thread, at most ``limit`` bytes ahead of the consumer."""

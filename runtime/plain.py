@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from dashc import crt
-from dashc.runtime import cpu_kernels, workers
+from dashc.runtime import cpu_kernels
 from dashc.runtime.backend import CrtTensor
 from dashc.runtime.labels import _binary, _compiled, exact_conv2d
 
@@ -103,7 +103,6 @@ class PlainBackend:
     """
 
     def __init__(self, inputs: Sequence[torch.Tensor | np.ndarray], device: str | torch.device = "cpu"):
-        workers.keep_freed_memory()
         self.device = torch.device(device)
         self._inputs = [torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
                         .to(self.device, torch.int64) for x in inputs]

@@ -32,6 +32,8 @@ HEAP_KEEP = (1 << 31) - 1
 
 _lock = threading.Lock()
 _allocator_tuned: bool | None = None
+_pool: ThreadPoolExecutor | None = None
+_threads: int | None = None
 
 
 def keep_freed_memory() -> bool:
@@ -62,8 +64,6 @@ def _tune_allocator() -> bool:
                 and libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(HEAP_KEEP)) == 1)
     except (OSError, AttributeError):
         return False
-_pool: ThreadPoolExecutor | None = None
-_threads: int | None = None
 
 
 def default_threads() -> int:
