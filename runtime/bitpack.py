@@ -25,6 +25,14 @@ def field_bits(q: int) -> int:
     return max(1, int(q - 1).bit_length())
 
 
+def field_width(q: int) -> int:
+    """The power of two ``bp >= bits(q - 1)``: a projection row's entry into ``Z_q`` is
+    masked by the low ``bits(q - 1)`` bits of a ``bp``-bit chunk of its pad, so chunks never
+    straddle a byte (or a 32-bit limb) unless they are whole bytes."""
+    b = field_bits(q)
+    return 1 << (b - 1).bit_length()
+
+
 def packed_size(count: int, q: int) -> int:
     """Bytes of ``count`` packed digits modulo ``q``."""
     return -(-count * field_bits(q) // 8)

@@ -17,7 +17,10 @@ from .aes import FIXED_KEY
 from .cpu_kernels import (CHUNK_BLOCKS, KEY_BLOCK, _scratch, barrett, expand_consts,
                           expand_pads, mixed_eval, mixed_garble, pack_all_colours,
                           pack_consts, pack_labels, proj_eval, proj_garble, select_cols,
-                          select_rows, tweak_xor, tweak_xor_elems)
+                          select_rows, tweak_xor, tweak_xor_elems, xor_pads)
+from dashc.errors import IntegrityError
+
+from .bitpack import field_width
 from .tables import Packed
 from .workers import run_parts
 
@@ -81,6 +84,21 @@ def _keys(n: int) -> np.ndarray:
     return block_hasher().buffer("x", 2 * n)[:2 * n].reshape(n, 2)
 
 
+def _row_scratch(h: int, nkeys: int):
+    """Scratch of the projection kernels: zeros for ``y`` (the pads come with it applied),
+    the pads and indices of the colour-0 keys among ``nkeys``."""
+    return (np.zeros((nkeys, 2), np.int64), np.empty((nkeys, h, 2), np.int64),
+            np.empty(nkeys, np.int64))
+
+
+def _pads(hasher: BlockHasher, y: np.ndarray, gid: int, elem0: int, rep: int, role: int,
+          h: int, T: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hash outputs ``pi(y ^ tweak_j) ^ y`` as ``(N, h, 2)`` int64 and as bytes."""
+    z = hasher.tweaked(y, gid, elem0, rep, role, h, T, t)
+    xor_pads(y, z)
+    return z, z.view(np.uint8).reshape(z.shape[0], 16 * h)
+
+
 def hash_labels(keys: np.ndarray, q_in: int, gid: int, elem: np.ndarray, role: int,
                 q_out: int, m: int, h: int) -> np.ndarray:
     """``(N, m)`` int64 pads of the labels ``keys (N, n(q_in))`` (the tweakable hash)."""
@@ -123,23 +141,25 @@ def garble_proj_many(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, target
         k, D, tops = expand_consts(q, nq, h)
         prep.append((q, delta_q, table.reshape(-1, p), tw, h, k, D, tops, nq,
                      barrett(q, q * q + 2 * q), np.empty((W, nq), np.int64),
-                     np.empty((W, p - 1, nq), rows_dtype)))
+                     np.empty((W, p - 1, nq), rows_dtype), field_width(q)))
     blocks = p * (1 + sum(t[3] for t in targets))
     step = max(1, CHUNK_BLOCKS // blocks)
 
     def part(p0: int, p1: int) -> None:
         hasher = block_hasher()
-        scratch = [_scratch(t[4], max(p, KEY_BLOCK // p * p), t[8]) for t in prep]
+        nkeys = max(p, KEY_BLOCK // p * p)
+        scratch = [(*_scratch(t[4], nkeys // p, t[8]), *_row_scratch(t[4], nkeys // p)[:2])
+                   for t in prep]
         for w0 in range(p0, p1, step):
             w1 = min(p1, w0 + step)
             x = _keys((w1 - w0) * p)
             pack_all_colours(a0, delta_p, E, p, kp, PWp, QLp, w0, w1, x)
             y = hasher.encrypt(x, "y")
-            for t, (q, dq, tab, tw, h, k, D, tops, _, M, c0, rows) in enumerate(prep):
-                F, R, pad = scratch[t]
-                z = hasher.tweaked(y, gid, w0, p, role, h, T, t)
-                proj_garble(a0, tab, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z,
-                            w0, w1, c0, rows)
+            for t, (q, dq, tab, tw, h, k, D, tops, _, M, c0, rows, bp) in enumerate(prep):
+                F, R, pad, y0, Z0 = scratch[t]
+                z, zb = _pads(hasher, y, gid, w0, p, role, h, T, t)
+                proj_garble(a0, tab, tw, dq, E, p, q, M, h, k, D, tops, bp, F, R, pad, Z0,
+                            y0, z, zb, w0, w1, c0, rows)
 
     run_parts(W, blocks, part)
     return [(t[10], t[11]) for t in prep]
@@ -173,26 +193,33 @@ def eval_proj_many(a: np.ndarray, p: int, targets: list, gid: int, role: int) ->
         dense, packed, bits = table_source(rows, (W, p - 1, nq))
         k, D, tops = expand_consts(q, nq, h)
         prep.append((q, dense, packed, bits, h, k, D, tops, nq, barrett(q, 3 * q),
-                     np.empty((W, nq), np.int64)))
+                     np.empty((W, nq), np.int64), field_width(q)))
     blocks = 1 + sum(t[2] for t in targets)
     step = max(1, CHUNK_BLOCKS // blocks)
+    bad = []
 
     def part(p0: int, p1: int) -> None:
         hasher = block_hasher()
-        scratch = [(*_scratch(t[4], KEY_BLOCK, t[8]), np.empty((step, t[8]), np.int64))
-                   for t in prep]
+        scratch = [(*_scratch(t[4], KEY_BLOCK, t[8]), *_row_scratch(t[4], KEY_BLOCK),
+                    np.empty((step, t[8]), np.int64)) for t in prep]
         for w0 in range(p0, p1, step):
             w1 = min(p1, w0 + step)
             x = _keys(w1 - w0)
             pack_labels(a[w0:w1], p, kp, PWp, QLp, x)
             y = hasher.encrypt(x, "y")
-            for t, (q, dense, packed, bits, h, k, D, tops, nq, M, out) in enumerate(prep):
-                F, R, pad, sel = scratch[t]
+            for t, (q, dense, packed, bits, h, k, D, tops, nq, M, out, bp) in enumerate(prep):
+                F, R, pad, y0, Z0, idx, sel = scratch[t]
                 select_rows(dense, packed, bits, p - 1, a, w0, w1, sel)
-                z = hasher.tweaked(y, gid, w0, 1, role, h, T, t)
-                proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, sel, out)
+                z, zb = _pads(hasher, y, gid, w0, 1, role, h, T, t)
+                if proj_eval(a, q, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, w0,
+                             w1, sel, out):
+                    bad.append(q)
 
     run_parts(W, blocks, part)
+    if bad:
+        raise IntegrityError(f"gate {gid}: a projection into Z{bad[0]} opened a row to a "
+                             "digit out of range: its garbled table or the labels that key "
+                             "it are damaged or forged")
     return [t[10] for t in prep]
 
 

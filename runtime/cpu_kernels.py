@@ -410,52 +410,97 @@ def expand_pads(y, z, h, q, m, k, D, tops, F, R, pad, out):
 
 
 @njit(cache=True, nogil=True)
-def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, c0,
-                rows):
-    """Projection rows and output zero labels for wires ``w0 <= w < w1``; pads of wire ``w``
-    and colour ``r`` at ``(w - w0) * p + r`` in ``y, z``; ``f(x) = table[w * tw, x]``."""
+def xor_pads(y, z):
+    """``z[i, j] ^= y[i]``: the hash outputs ``pi(y ^ t_j) ^ y`` in place."""
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            z[i, j, 0] ^= y[i, 0]
+            z[i, j, 1] ^= y[i, 1]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pad_chunks(zb, i, bp, m, fb):
+    """``fb[0:m]``: the ``bp``-bit chunks (``bp`` a power of two) of the pad bytes ``zb[i]``,
+    little-endian; a chunk never straddles a byte unless it is whole bytes.  One loop per
+    width, so each has constant shifts."""
+    if bp == 8:
+        for j in range(m):
+            fb[j] = zb[i, j]
+    elif bp == 4:
+        for t in range((m + 1) >> 1):
+            v = zb[i, t]
+            fb[2 * t] = v & 15
+            fb[2 * t + 1] = v >> 4
+    elif bp == 2:
+        for t in range((m + 3) >> 2):
+            v = zb[i, t]
+            fb[4 * t] = v & 3
+            fb[4 * t + 1] = (v >> 2) & 3
+            fb[4 * t + 2] = (v >> 4) & 3
+            fb[4 * t + 3] = v >> 6
+    elif bp == 1:
+        for t in range((m + 7) >> 3):
+            v = zb[i, t]
+            for u in range(8):
+                fb[8 * t + u] = (v >> u) & 1
+    else:
+        nb = bp >> 3
+        for j in range(m):
+            v = np.int64(0)
+            for t in range(nb):
+                v |= np.int64(zb[i, j * nb + t]) << (8 * t)
+            fb[j] = v
+
+
+@njit(cache=True, nogil=True)
+def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, bp, F, R, pad, Z0, y0, z, zb,
+                w0, w1, c0, rows):
+    """Projection rows and output zero labels for wires ``w0 <= w < w1``.  The pads (hash
+    outputs, :func:`xor_pads` applied) of wire ``w`` and colour ``r`` are ``z`` and its
+    bytes ``zb`` at ``(w - w0) * p + r``; ``y0`` is zeros; ``f(x) = table[w * tw, x]``.  The
+    pad of colour 0 is expanded into digits mod ``q`` (the output zero label); row
+    ``r >= 1`` is the label of ``f(x_r)`` exclusive-or the fields of its pad (the low
+    ``bits(q - 1)`` bits, ``mask``, of each chunk of :func:`_pad_chunks`)."""
     nq = dq.shape[1]
-    bw = max(1, pad.shape[0] // p)
-    qq = q * q
-    small = q < SMALL_Q  # row sums fit int32: reduce them in float64 (vectorised)
+    bw = pad.shape[0]
     qf = float(q)
     invq = 1.0 / qf
-    cw = np.empty(nq, np.int32)
-    dw = np.empty(nq, np.int32)
+    small = q < SMALL_Q  # label sums fit int32: reduce them in float64 (vectorised)
+    mask = 1
+    while mask < q - 1:
+        mask = 2 * mask + 1
+    fld = np.empty(nq + 8, np.int64)  # chunks of one pad (rounded up to whole bytes)
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
-        _expand_block(y, z, (v0 - w0) * p, (v1 - v0) * p, h, q, nq, k, D, tops, F, R, pad)
+        nw = v1 - v0
+        for i in range(nw):  # the colour-0 pads, gathered
+            for j in range(h):
+                Z0[i, j, 0] = z[(v0 - w0 + i) * p, j, 0]
+                Z0[i, j, 1] = z[(v0 - w0 + i) * p, j, 1]
+        _expand_block(y0, Z0, 0, nw, h, q, nq, k, D, tops, F, R, pad)
         for w in range(v0, v1):
-            b = w // E
+            bb = w // E
             s = a0[w, 0]
             ti = w * tw
-            base = (w - v0) * p
+            base = (w - w0) * p
             x0 = 0 if s == 0 else p - s
             f0 = table[ti, x0]
             for j in range(nq):
-                c0[w, j] = _md(q + qq - pad[base, j] - f0 * dq[b, j], q, M)
-            if small:
-                for j in range(nq):
-                    cw[j] = np.int32(c0[w, j])
-                    dw[j] = np.int32(dq[b, j])
+                c0[w, j] = _md(q + q * q - pad[w - v0, j] - f0 * dq[bb, j], q, M)
             for r in range(1, p):
                 x = r - s
                 if x < 0:
                     x += p
                 f = table[ti, x]
-                if q == 2:  # bits: the sum mod 2 is an exclusive or
-                    f32 = np.int32(f)
+                _pad_chunks(zb, base + r, bp, nq, fld)
+                if small:
                     for j in range(nq):
-                        rows[w, r - 1, j] = (pad[base + r, j] ^ cw[j] ^ (f32 & dw[j])) & 1
-                elif small:
-                    f32 = np.int32(f)
-                    for j in range(nq):
-                        v = np.float64(pad[base + r, j] + cw[j] + f32 * dw[j])
-                        rows[w, r - 1, j] = v - qf * np.floor((v + 0.5) * invq)
+                        v = np.float64(c0[w, j] + f * dq[bb, j])
+                        lab = np.int64(v - qf * np.floor((v + 0.5) * invq))
+                        rows[w, r - 1, j] = lab ^ (fld[j] & mask)
                 else:
                     for j in range(nq):
-                        rows[w, r - 1, j] = _md(pad[base + r, j] + c0[w, j] + f * dq[b, j],
-                                                q, M)
+                        rows[w, r - 1, j] = ((c0[w, j] + f * dq[bb, j]) % q) ^ (fld[j] & mask)
 
 
 @njit(cache=True, inline="always")
@@ -517,19 +562,46 @@ def select_cols(cols, packed, bits, ncols, lab, w0, w1, out):
 
 
 @njit(cache=True, nogil=True)
-def proj_eval(a, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, sel, out):
-    """Active output labels ``row - pad`` with ``sel[w - w0]`` the row that the colour of
-    ``a[w]`` opens (:func:`select_rows`; zeros for colour 0)."""
+def proj_eval(a, q, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, w0, w1, sel, out):
+    """Active output labels for wires ``w0 <= w < w1`` with ``sel[w - w0]`` the row that the
+    colour of ``a[w]`` opens (:func:`select_rows`) and the pads as in :func:`proj_garble`:
+    ``row ^ fields(pad)``, or for colour 0 (no row) the negated pad expanded into digits mod
+    ``q``.  Returns the number of opened fields above ``q - 1`` (only a damaged or forged
+    row has any; they are brought into ``[0, q)`` so that the labels stay well formed, and
+    the caller raises)."""
     nq = out.shape[1]
     bw = pad.shape[0]
+    mask = 1
+    while mask < q - 1:
+        mask = 2 * mask + 1
+    bad = 0
+    fld = np.empty(nq + 8, np.int64)
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
-        _expand_block(y, z, v0 - w0, v1 - v0, h, q, nq, k, D, tops, F, R, pad)
+        n0 = 0
         for w in range(v0, v1):
-            i = w - v0
             o = w - w0
-            for j in range(nq):
-                out[w, j] = _md(sel[o, j] + q - pad[i, j], q, M)
+            if a[w, 0] == 0:
+                idx[n0] = w
+                for j in range(h):
+                    Z0[n0, j, 0] = z[o, j, 0]
+                    Z0[n0, j, 1] = z[o, j, 1]
+                n0 += 1
+            else:
+                _pad_chunks(zb, o, bp, nq, fld)
+                for j in range(nq):
+                    v = sel[o, j] ^ (fld[j] & mask)
+                    if v >= q:
+                        bad += 1
+                        v -= q
+                    out[w, j] = v
+        if n0 > 0:
+            _expand_block(y0, Z0, 0, n0, h, q, nq, k, D, tops, F, R, pad)
+            for t in range(n0):
+                w = idx[t]
+                for j in range(nq):
+                    out[w, j] = _md(q - pad[t, j], q, M)
+    return bad
 
 
 @njit(cache=True, nogil=True)

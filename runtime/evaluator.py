@@ -109,7 +109,8 @@ class Evaluator(LabelOps):
         x = _flat(a)
         B, E, _ = x.shape
         rec = self.tables.read(gid, len(qs))
-        spec = [(q, self._array(rec, k, q, (B, E, p - 1, crt.label_length(q))))
+        spec = [(q, self._array(rec, k, gates.row_modulus(q),
+                                (B, E, p - 1, crt.label_length(q))))
                 for k, q in enumerate(qs)]
         outs = gates.eval_proj_many(x, p, spec, gid)
         return [LabelTensor(out.reshape(*a.shape, -1), q) for q, out in zip(qs, outs)]
@@ -122,7 +123,7 @@ class Evaluator(LabelOps):
         x, y = _flat(a), _flat(b)
         B, E, n_p = x.shape
         rec = self.tables.read(gid, 3)
-        rows_g = self._array(rec, 0, p, (B, E, p - 1, n_p))
+        rows_g = self._array(rec, 0, gates.row_modulus(p), (B, E, p - 1, n_p))
         rows_e = self._array(rec, 1, p, (B, E, q - 1, n_p))
         digits = self._array(rec, 2, p, (B, E, q))
         out = gates.eval_mixed_mul(x, p, y, q, rows_g, rows_e, digits, gid)

@@ -212,7 +212,7 @@ class Garbler(LabelOps):
         res = gates.garble_proj_many(_flat(a), p, self.delta(p), checked, gid)
         wires = a.digits.numel() // a.n
         self.tables.append(make_record(gid, wires * (p - 1) * len(checked),
-                                       [(q, rows) for (q, _, _), (_, rows)
+                                       [(gates.row_modulus(q), rows) for (q, _, _), (_, rows)
                                         in zip(checked, res)]))
         return [LabelTensor(c0.reshape(*a.shape, -1), q)
                 for (q, _, _), (c0, _) in zip(checked, res)]
@@ -227,5 +227,5 @@ class Garbler(LabelOps):
             _flat(a), p, self.delta(p), _flat(b), q, self.delta(q), r, gid)
         wires = rows_g.shape[0] * rows_g.shape[1]
         self.tables.append(make_record(gid, wires * gates.mixed_mul_rows(p, q),
-                                       [(p, rows_g), (p, rows_e), (p, digits)]))
+                                       [(gates.row_modulus(p), rows_g), (p, rows_e), (p, digits)]))
         return LabelTensor(out0.reshape(*a.shape, -1), p)

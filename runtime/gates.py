@@ -56,9 +56,11 @@ import numpy as np
 import torch
 
 from dashc import crt
+from dashc.errors import IntegrityError
 
 from . import cpu_gates, cpu_kernels
-from .hashing import HASH, output_blocks
+from .bitpack import field_bits
+from .hashing import HASH, fields, output_blocks, row_blocks, unpack
 from .tables import Packed, digit_dtype
 
 IMPLS = ("auto", "compiled", "torch")
@@ -108,6 +110,13 @@ def _elements(B: int, E: int, device) -> torch.Tensor:
     return torch.arange(B * E, dtype=torch.int64, device=device)
 
 
+def row_modulus(q: int) -> int:
+    """The range ``2^bits(q - 1)`` of a projection row's entries into ``Z_q``: each is a
+    label digit exclusive-or a ``bits(q - 1)``-bit field of a pad, stored in the same
+    ``bits(q - 1)`` bits as a digit mod ``q``."""
+    return 1 << field_bits(q)
+
+
 def proj_rows(p: int, q: int) -> int:
     """Ciphertext rows per wire of a projection Z_p -> Z_q."""
     return p - 1
@@ -142,7 +151,7 @@ def garble_proj_many(a0: torch.Tensor, p: int, delta_p: torch.Tensor, targets, g
         for q, dq, tab in targets:
             n_q = crt.label_length(q)
             spec.append((q, _np64(dq), _np64(tab, (p,) if tab.dim() == 1 else (B * E, p)),
-                         output_blocks(q, n_q), digit_dtype(q)[1]))
+                         row_blocks(q, n_q), digit_dtype(q)[1]))
         res = cpu_gates.garble_proj_many(_np64(a0, (B * E, n_p)), E, p, _np64(delta_p),
                                            spec, gate_id, role)
         HASH.aes_blocks += B * E * p * (1 + sum(t[3] for t in spec))
@@ -152,17 +161,20 @@ def garble_proj_many(a0: torch.Tensor, p: int, delta_p: torch.Tensor, targets, g
     x = (colours - a0[..., :1]) % p  # (B, E, p): value of the label of colour r
     keys = (a0[:, :, None, :] + x[..., None] * delta_p[:, None, None, :]) % p
     elem = _elements(B, E, dev).repeat_interleave(p)
-    outs = [(q, crt.label_length(q)) for q, _, _ in targets]
-    all_pads = HASH.many(keys.reshape(-1, n_p), p, gate_id, elem, role, outs)
+    hs = [row_blocks(q, crt.label_length(q)) for q, _, _ in targets]
+    all_blocks = HASH.blocks(keys.reshape(-1, n_p), p, gate_id, elem, role, hs)
     result = []
-    for (q, delta_q, table), pads in zip(targets, all_pads):
-        pads = pads.reshape(B, E, p, -1)
+    for (q, delta_q, table), blocks in zip(targets, all_blocks):
+        n_q = crt.label_length(q)
+        blocks = blocks.reshape(B, E, p, -1)
+        pad0 = unpack(blocks[:, :, 0].reshape(B * E, -1), q, n_q).reshape(B, E, n_q)
+        fld = fields(blocks[:, :, 1:].reshape(B * E * (p - 1), -1), q, n_q)
         table = table.to(dev, torch.int64)
         fx = table[x] if table.dim() == 1 else torch.gather(table, 2, x)
         dq = delta_q[:, None, None, :]
-        c0 = (-pads[:, :, 0] - fx[:, :, :1] * dq[:, :, 0]) % q
-        rows = (pads[:, :, 1:] + c0[:, :, None, :] + fx[:, :, 1:, None] * dq) % q
-        result.append((c0, rows))
+        c0 = (-pad0 - fx[:, :, :1] * dq[:, :, 0]) % q
+        labels = (c0[:, :, None, :] + fx[:, :, 1:, None] * dq) % q
+        result.append((c0, labels ^ fld.reshape(B, E, p - 1, n_q)))
     return result
 
 
@@ -180,21 +192,26 @@ def eval_proj_many(a: torch.Tensor, p: int, targets, gate_id: int, role: int = 0
     targets = [(int(q), rows) for q, rows in targets]
     if _compiled(impl, a):
         spec = [(q, _table(rows, (B * E, p - 1, crt.label_length(q))),
-                 output_blocks(q, crt.label_length(q))) for q, rows in targets]
+                 row_blocks(q, crt.label_length(q))) for q, rows in targets]
         res = cpu_gates.eval_proj_many(_np64(a, (B * E, n_p)), p, spec, gate_id, role)
         HASH.aes_blocks += B * E * (1 + sum(t[2] for t in spec))
         return [torch.from_numpy(out).reshape(B, E, -1) for out in res]
-    outs = [(q, crt.label_length(q)) for q, _ in targets]
-    all_pads = HASH.many(a.reshape(-1, n_p), p, gate_id, _elements(B, E, a.device), role, outs)
+    hs = [row_blocks(q, crt.label_length(q)) for q, _ in targets]
+    all_blocks = HASH.blocks(a.reshape(-1, n_p), p, gate_id, _elements(B, E, a.device), role,
+                             hs)
     colour = a[..., 0]
     result = []
-    for (q, rows), pad in zip(targets, all_pads):
+    for (q, rows), blocks in zip(targets, all_blocks):
         n_q = crt.label_length(q)
-        pad = pad.reshape(B, E, n_q)
+        pad0 = unpack(blocks, q, n_q).reshape(B, E, n_q)
+        fld = fields(blocks, q, n_q).reshape(B, E, n_q)
         idx = (colour - 1).clamp(min=0)[..., None, None].expand(B, E, 1, n_q)
-        row = torch.gather(_dense(rows, a.device).to(torch.int64), 2, idx)[:, :, 0]
-        row = row * (colour != 0)[..., None]
-        result.append((row - pad) % q)
+        row = torch.gather(_dense(rows, a.device).to(torch.int64), 2, idx)[:, :, 0] ^ fld
+        if bool(((row >= q) & (colour != 0)[..., None]).any()):
+            raise IntegrityError(f"gate {gate_id}: a projection into Z{q} opened a row to a "
+                                 "digit out of range: its garbled table or the labels that "
+                                 "key it are damaged or forged")
+        result.append(torch.where((colour == 0)[..., None], (-pad0) % q, row))
     return result
 
 

@@ -33,6 +33,7 @@ import torch
 
 from . import cpu_gates, cpu_kernels
 from .aes import OpenSSLAES, TorchAES
+from .bitpack import field_bits, field_width
 
 MASK32 = (1 << 32) - 1
 SECURITY_BITS = 120
@@ -44,6 +45,13 @@ def chunk_digits(q: int) -> int:
     while q ** (k + 1) < 1 << 31:
         k += 1
     return k
+
+
+def row_blocks(q: int, m: int) -> int:
+    """AES output blocks of a projection pad into ``Z_q^m``: the colour-0 key's pad is
+    expanded into digits (:func:`output_blocks`), every other key's pad is read as ``m``
+    fields (:func:`fields`, one per ``field_width(q)`` bits), so both must fit."""
+    return max(output_blocks(q, m), -(-m * field_width(q) // 128))
 
 
 def output_blocks(q: int, m: int) -> int:
@@ -132,6 +140,19 @@ def unpack(limbs: torch.Tensor, q: int, m: int) -> torch.Tensor:
     return digits.reshape(N, -1)[:, :m].contiguous()
 
 
+def fields(limbs: torch.Tensor, q: int, m: int) -> torch.Tensor:
+    """The ``m`` row fields for modulus ``q`` of the integers in ``limbs`` ``(N, L)`` (32-bit
+    limbs, least significant first): field ``j`` is bits ``bp*j .. bp*j + b - 1`` with
+    ``b = bits(q - 1)`` and ``bp = field_width(q)`` (a power of two, so a field lies in one
+    limb) -> ``(N, m)`` int64, uniform in ``[0, 2^b)`` for a uniform pad."""
+    N, L = limbs.shape
+    b, bp = field_bits(q), field_width(q)
+    if m * bp > 32 * L or b > 31:
+        raise ValueError(f"{m} fields of {bp} bits do not fit in {L} limbs")
+    bit = torch.arange(m, device=limbs.device) * bp
+    return (limbs[:, bit >> 5] >> (bit & 31)) & ((1 << b) - 1)
+
+
 def tweak_limbs(gate_id: int, elem: torch.Tensor, role: int, block: int) -> torch.Tensor:
     """``(N, 4)`` int64 32-bit limbs of the 128-bit tweak."""
     if not 0 <= role < 8 or not 0 <= block < 8:
@@ -194,18 +215,29 @@ class Hasher:
                     kn, q_in, gate_id, np.ascontiguousarray(el.numpy()), role, q_out, m, h)))
             self.aes_blocks += keys.shape[0] * (1 + sum(hs))
             return out
+        return [unpack(limbs, q_out, m) for (q_out, m), limbs
+                in zip(outputs, self.blocks(keys, q_in, gate_id, elem, role, hs, impl))]
+
+    def blocks(self, keys: torch.Tensor, q_in: int, gate_id: int, elem: torch.Tensor,
+               role: int, hs: list[int], impl: str = "auto") -> list[torch.Tensor]:
+        """The hash outputs themselves, as :meth:`many` computes them before expansion:
+        output ``j`` of key ``i`` is ``(N, 4 * hs[j])`` 32-bit limbs of the ``128 hs[j]``-bit
+        integer whose block ``b`` is ``H(key_i, t(gate_id, elem_i * T + j, role, b))``."""
+        T = len(hs)
+        if impl in ("auto", "compiled"):
+            impl = "torch" if keys.device.type != "cpu" else "openssl"
         if impl not in ("openssl", "torch"):
             raise ValueError(f"unknown AES implementation {impl!r}")
         x = pack(keys, q_in)
         y = self._pi_openssl(x) if impl == "openssl" else self._pi_torch(x)
         out = []
-        for (q_out, m), h, el in zip(outputs, hs, elems):
-            tweaks = [tweak_limbs(gate_id, el, role, j) for j in range(h)]
+        for j, h in enumerate(hs):
+            el = elem.to(torch.int64) * T + j
+            tweaks = [tweak_limbs(gate_id, el, role, b) for b in range(h)]
             if impl == "openssl":
-                limbs = self._hash_openssl(y, tweaks)
+                out.append(self._hash_openssl(y, tweaks))
             else:
-                limbs = self._hash_torch(y, tweaks)
-            out.append(unpack(limbs, q_out, m))
+                out.append(self._hash_torch(y, tweaks))
         self.aes_blocks += x.shape[0] * (1 + sum(hs))
         return out
 

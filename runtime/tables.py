@@ -15,7 +15,7 @@ Containers:
 
 Byte format (little-endian)::
 
-    magic  b"DASHCGT2"
+    magic  b"DASHCGT3"
     record*:  u64 gate_id, u64 ciphertexts, u16 n_arrays,
               n_arrays x (u32 modulus, u8 ndim, ndim x u64 dim, packed digits)
     trailer:  u64 0xFFFF_FFFF_FFFF_FFFF, 32-byte SHA-256 of every byte before the trailer
@@ -42,7 +42,7 @@ from dashc.errors import IntegrityError
 from . import bitpack
 from .pipe import Prefetch, Sink
 
-MAGIC = b"DASHCGT2"
+MAGIC = b"DASHCGT3"  # 3: projection rows are label digits exclusive-or pad fields
 TRAILER = 0xFFFF_FFFF_FFFF_FFFF
 MAX_DIGITS = 1 << 40  # per array; larger shapes can only come from a corrupted header
 #: small records go to the writer's worker in batches of about this many digit bytes
@@ -319,9 +319,14 @@ class TableReader:
         self.stats = TableStats()
         self._done = False
         self._lazy = bool(lazy)
-        if self._take(len(MAGIC)) != MAGIC:
+        magic = self._take(len(MAGIC))
+        if magic != MAGIC:
             if self._own:
                 self._f.close()
+            if magic[:7] == MAGIC[:7]:
+                raise IntegrityError(f"{self._name}: garbled tables of another format version "
+                                     f"({magic[7:].decode(errors='replace')!r}, this version "
+                                     f"reads {MAGIC[7:].decode()!r}): garble them again")
             raise IntegrityError(f"{self._name}: not a garbled-table stream (bad magic)")
         if prefetch is None:
             size = _size(self._f)

@@ -125,8 +125,8 @@ def test_forged_input_label_is_refused(tiny, tmp_path):
     for lab in labels[0].parts.values():  # every modulus of the centre pixel
         lab.digits[0, 0, 2, 2, 1] = (lab.digits[0, 0, 2, 2, 1] + 1) % lab.q
     parties.write_labels(out / "evaluator" / parties.INPUTS, rep["circuit"], "inputs", labels)
-    parties.evaluate(out / "evaluator")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError):  # at evaluation (a row opens out of range) or decoding
+        parties.evaluate(out / "evaluator")
         parties.decode(out)
 
 

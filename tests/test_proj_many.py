@@ -13,6 +13,7 @@ from dashc.runtime.evaluator import Evaluator
 from dashc.runtime.garbler import Garbler
 from dashc.runtime.hashing import HASH
 from dashc.runtime.plain import PlainBackend
+from dashc.runtime.tables import MemoryTables
 from dashc.runtime.rng import insecure_seeded_random
 
 PRIMES = [2, 3, 5, 7, 11, 13]
@@ -61,7 +62,7 @@ def test_exhaustive_small_moduli(p, qs):
     # one gate id for the whole call, one record with one row array per target
     assert g.gate_id == e.gate_id == plain.gate_id == 1
     (rec,) = g.tables.records
-    assert [m for m, _ in rec.arrays] == list(qs)
+    assert [m for m, _ in rec.arrays] == [gates.row_modulus(q) for q in qs]
     assert rec.ciphertexts == g.tables.stats.ciphertexts == 2 * p * (p - 1) * len(qs)
 
 
@@ -133,6 +134,9 @@ def test_tweaks_distinct_per_target_and_gate():
 
 @pytest.mark.parametrize("target", [0, 1, 2])
 def test_tampered_row_detected(target):
+    """Every other value of one opened row entry is caught: at evaluation when the row
+    opens to a digit out of range (an entry has ``bits(q - 1)`` bits, so ``2^b - q`` of its
+    values are impossible), else at decoding."""
     p, qs = 5, (3, 7, 2)
     targets = [(q, np.arange(p) % q) for q in qs]
     g = Garbler(1, rng=insecure_seeded_random(8))
@@ -143,13 +147,27 @@ def test_tampered_row_detected(target):
     active = g.encode([xs])
     colours = active[0][p].digits[0, :, 0]
     i = int(torch.nonzero(colours)[0])
-    q, rows = g.tables.records[0].arrays[target]
-    rows[0, i, int(colours[i]) - 1, 0] = (rows[0, i, int(colours[i]) - 1, 0] + 1) % q
-    e = Evaluator(active, g.tables)
-    ea = e.input((p,), (1, 10))[p]
-    got = [e.output(CrtTensor({o.q: o})) for o in e.proj_many(ea, targets)]
-    with pytest.raises(IntegrityError, match="not valid labels"):
-        g.decode(got)
+    m, rows = g.tables.records[0].arrays[target]
+    assert m == gates.row_modulus(qs[target])
+    at = (0, i, int(colours[i]) - 1, 0)
+    honest = int(rows[at])
+    caught = {"evaluation": 0, "decoding": 0}
+    for v in range(m):
+        if v == honest:
+            continue
+        rows[at] = v
+        e = Evaluator(active, MemoryTables(g.tables.records))
+        ea = e.input((p,), (1, 10))[p]
+        try:
+            got = [e.output(CrtTensor({o.q: o})) for o in e.proj_many(ea, targets)]
+        except IntegrityError as err:
+            assert "out of range" in str(err) and "gate 0" in str(err)
+            caught["evaluation"] += 1
+            continue
+        with pytest.raises(IntegrityError, match="not valid labels"):
+            g.decode(got)
+        caught["decoding"] += 1
+    assert caught == {"evaluation": m - qs[target], "decoding": qs[target] - 1}
 
 
 def test_counts_and_shapes():

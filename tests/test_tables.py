@@ -81,6 +81,8 @@ def test_corruption_and_truncation_detected():
         list(TableReader(io.BytesIO(data[:-50])).records())
     with pytest.raises(IntegrityError, match="magic"):
         TableReader(io.BytesIO(b"NOTTABLE" + data[8:]))
+    with pytest.raises(IntegrityError, match="another format version .'2'.*garble them again"):
+        TableReader(io.BytesIO(b"DASHCGT2" + data[8:]))
     reader = TableReader(io.BytesIO(data))
     reader.read(0, 1)
     with pytest.raises(IntegrityError, match="unread"):
