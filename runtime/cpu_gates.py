@@ -235,18 +235,22 @@ def garble_mixed_half(a0: np.ndarray, b0: np.ndarray, E: int, p: int, q: int,
     k, D, tops = expand_consts(p, n_p + 1, h)
     kq, PWq, QLq = pack_consts(q, b0.shape[1])
     M = barrett(p, 2 * p * p + 2 * p)
+    bp = field_width(p)
     step = max(1, CHUNK_BLOCKS // (q * (1 + h)))
 
     def part(p0: int, p1: int) -> None:
         hasher = block_hasher()
-        F, R, pad = _scratch(h, max(q, KEY_BLOCK // q * q), n_p + 1)
+        nw = max(1, KEY_BLOCK // q)
+        F, R, pad = _scratch(h, nw, n_p + 1)
+        y0, Z0, _ = _row_scratch(h, nw)
         for w0 in range(p0, p1, step):
             w1 = min(p1, w0 + step)
             x = _keys((w1 - w0) * q)
             pack_all_colours(b0, delta_q, E, q, kq, PWq, QLq, w0, w1, x)
-            y, z = hasher.hash(x, gid, w0, q, 1, h)
-            mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1,
-                         out0, rows_e, digits)
+            y = hasher.encrypt(x, "y")
+            z, zb = _pads(hasher, y, gid, w0, q, 1, h, 1, 0)
+            mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, bp, F, R, pad, Z0, y0, z, zb,
+                         w0, w1, out0, rows_e, digits)
 
     run_parts(W, q * (1 + h), part)
     return out0, rows_e, digits
@@ -262,24 +266,33 @@ def eval_mixed_half(a: np.ndarray, b: np.ndarray, g: np.ndarray, p: int, q: int,
     k, D, tops = expand_consts(p, n_p + 1, h)
     kq, PWq, QLq = pack_consts(q, b.shape[1])
     M = barrett(p, p * p + 6 * p)
+    bp = field_width(p)
     rows_d, rows_p, rows_b = table_source(rows_e, (W, q - 1, n_p))
     dig_d, dig_p, dig_b = table_source(digits, (W, q))
     step = max(1, CHUNK_BLOCKS // (1 + h))
+    bad = []
 
     def part(p0: int, p1: int) -> None:
         hasher = block_hasher()
         F, R, pad = _scratch(h, KEY_BLOCK, n_p + 1)
+        y0, Z0, idx = _row_scratch(h, KEY_BLOCK)
         sel_rows = np.empty((step, n_p), np.int64)
         sel_digits = np.empty(step, np.int64)
         for w0 in range(p0, p1, step):
             w1 = min(p1, w0 + step)
             x = _keys(w1 - w0)
             pack_labels(b[w0:w1], q, kq, PWq, QLq, x)
-            y, z = hasher.hash(x, gid, w0, 1, 1, h)
+            y = hasher.encrypt(x, "y")
+            z, zb = _pads(hasher, y, gid, w0, 1, 1, h, 1, 0)
             select_rows(rows_d, rows_p, rows_b, q - 1, b, w0, w1, sel_rows)
             select_cols(dig_d, dig_p, dig_b, q, b, w0, w1, sel_digits)
-            mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, sel_rows,
-                       sel_digits, out)
+            if mixed_eval(a, b, g, p, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, w0,
+                          w1, sel_rows, sel_digits, out):
+                bad.append(p)
 
     run_parts(W, 1 + h, part)
+    if bad:
+        raise IntegrityError(f"gate {gid}: a mixed half gate mod {p} opened a row to a value "
+                             "out of range: its garbled table or the labels that key it are "
+                             "damaged or forged")
     return out

@@ -581,7 +581,7 @@ def proj_eval(a, q, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, w0, w1,
         n0 = 0
         for w in range(v0, v1):
             o = w - w0
-            if a[w, 0] == 0:
+            if a[w, 0] == 0 and q != 2:  # mod 2 the expansion is the field: no row is zeros
                 idx[n0] = w
                 for j in range(h):
                     Z0[n0, j, 0] = z[o, j, 0]
@@ -605,59 +605,99 @@ def proj_eval(a, q, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, w0, w1,
 
 
 @njit(cache=True, nogil=True)
-def mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, F, R, pad, y, z, w0, w1, out0, rows_e,
-                 digits):
-    """Evaluator half of the mixed half gate (see :mod:`dashc.runtime.gates`); pads of wire
-    ``w`` and colour ``s`` of ``y`` at ``(w - w0) * q + s``."""
+def mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, bp, F, R, pad, Z0, y0, z, zb, w0, w1,
+                 out0, rows_e, digits):
+    """Evaluator half of the mixed half gate (see :mod:`dashc.runtime.gates`); the pads of
+    wire ``w`` and colour ``s`` of ``y`` are ``z`` and ``zb`` at ``(w - w0) * q + s`` (as in
+    :func:`proj_garble`): colour 0's is expanded into ``n(p) + 1`` digits mod ``p``, every
+    other colour's is read as ``n(p) + 1`` fields."""
     n_p = a0.shape[1]
     m = n_p + 1
     zz = np.empty(n_p, np.int64)
+    fld = np.empty(m + 8, np.int64)
     pp = p * p
-    bw = max(1, pad.shape[0] // q)
+    mask = 1
+    while mask < p - 1:
+        mask = 2 * mask + 1
+    bw = pad.shape[0]
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
-        _expand_block(y, z, (v0 - w0) * q, (v1 - v0) * q, h, p, m, k, D, tops, F, R, pad)
+        nw = v1 - v0
+        for i in range(nw):  # the colour-0 pads, gathered
+            for j in range(h):
+                Z0[i, j, 0] = z[(v0 - w0 + i) * q, j, 0]
+                Z0[i, j, 1] = z[(v0 - w0 + i) * q, j, 1]
+        _expand_block(y0, Z0, 0, nw, h, p, m, k, D, tops, F, R, pad)
         for w in range(v0, v1):
             sb = b0[w, 0]
             rr = r[w]
-            base = (w - v0) * q
-            y0 = 0 if sb == 0 else q - sb
-            c = (y0 + rr) % p
-            digits[w, 0] = _md(c + pad[base, 0], p, M)
+            base = (w - w0) * q
+            i = w - v0
+            c = ((0 if sb == 0 else q - sb) + rr) % p
+            digits[w, 0] = _md(c + pad[i, 0], p, M)
             for j in range(n_p):
-                zz[j] = _md(c * a0[w, j] + p - pad[base, 1 + j], p, M)
+                zz[j] = _md(c * a0[w, j] + p - pad[i, 1 + j], p, M)
                 out0[w, j] = _md(zz[j] + p - g0[w, j], p, M)
             for s in range(1, q):
                 ys = s - sb
                 if ys < 0:
                     ys += q
                 c = (ys + rr) % p
-                digits[w, s] = _md(c + pad[base + s, 0], p, M)
+                _pad_chunks(zb, base + s, bp, m, fld)
+                digits[w, s] = c ^ (fld[0] & mask)
                 for j in range(n_p):
-                    rows_e[w, s - 1, j] = _md(zz[j] + pp - c * a0[w, j] + pad[base + s, 1 + j],
-                                              p, M)
+                    rows_e[w, s - 1, j] = (_md(zz[j] + pp - c * a0[w, j], p, M)
+                                           ^ (fld[1 + j] & mask))
 
 
 @njit(cache=True, nogil=True)
-def mixed_eval(a, b, g, p, M, h, k, D, tops, F, R, pad, y, z, w0, w1, sel_rows, sel_digits,
-               out):
-    """Active label of ``x*y``: ``c*a + (row_s - P) - g`` with ``c = digit_s - pad_0``, the
-    row and digit that the colour ``s`` of ``b[w]`` opens in ``sel_rows[w - w0]`` (zeros
-    for ``s = 0``) and ``sel_digits[w - w0]``."""
+def mixed_eval(a, b, g, p, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, w0, w1,
+               sel_rows, sel_digits, out):
+    """Active label of ``x*y``: ``c*a + K - g`` with the row and digit that the colour ``s``
+    of ``b[w]`` opens in ``sel_rows[w - w0]`` and ``sel_digits[w - w0]``: for ``s != 0``
+    ``c = digit ^ field_0``, ``K = row ^ fields_1..``; for ``s = 0`` (no row)
+    ``c = digit - pad_0`` and ``K = -pad_1..`` from the expanded pad.  Returns the number of
+    opened values above ``p - 1`` (see :func:`proj_eval`)."""
     n_p = a.shape[1]
     m = n_p + 1
     p2 = 2 * p
     bw = pad.shape[0]
+    mask = 1
+    while mask < p - 1:
+        mask = 2 * mask + 1
+    fld = np.empty(m + 8, np.int64)
+    bad = 0
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
-        _expand_block(y, z, v0 - w0, v1 - v0, h, p, m, k, D, tops, F, R, pad)
+        n0 = 0
         for w in range(v0, v1):
-            i = w - v0
             o = w - w0
-            c = _md(sel_digits[o] + p - pad[i, 0], p, M)
+            if b[w, 0] == 0:
+                idx[n0] = w
+                for j in range(h):
+                    Z0[n0, j, 0] = z[o, j, 0]
+                    Z0[n0, j, 1] = z[o, j, 1]
+                n0 += 1
+                continue
+            _pad_chunks(zb, o, bp, m, fld)
+            c = sel_digits[o] ^ (fld[0] & mask)
+            if c >= p:
+                bad += 1
+                c -= p
             for j in range(n_p):
-                out[w, j] = _md(c * a[w, j] + sel_rows[o, j] + p2 - pad[i, 1 + j] - g[w, j],
-                                p, M)
+                kj = sel_rows[o, j] ^ (fld[1 + j] & mask)
+                if kj >= p:
+                    bad += 1
+                    kj -= p
+                out[w, j] = _md(c * a[w, j] + kj + p - g[w, j], p, M)
+        if n0 > 0:
+            _expand_block(y0, Z0, 0, n0, h, p, m, k, D, tops, F, R, pad)
+            for t in range(n0):
+                w = idx[t]
+                c = _md(sel_digits[w - w0] + p - pad[t, 0], p, M)
+                for j in range(n_p):
+                    out[w, j] = _md(c * a[w, j] + p2 - pad[t, 1 + j] - g[w, j], p, M)
+    return bad
 
 
 # -- free operations on label digits (flat int64 arrays of residues in [0, q)) ------------

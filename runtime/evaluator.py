@@ -124,7 +124,7 @@ class Evaluator(LabelOps):
         B, E, n_p = x.shape
         rec = self.tables.read(gid, 3)
         rows_g = self._array(rec, 0, gates.row_modulus(p), (B, E, p - 1, n_p))
-        rows_e = self._array(rec, 1, p, (B, E, q - 1, n_p))
-        digits = self._array(rec, 2, p, (B, E, q))
+        rows_e = self._array(rec, 1, gates.row_modulus(p), (B, E, q - 1, n_p))
+        digits = self._array(rec, 2, gates.row_modulus(p), (B, E, q))
         out = gates.eval_mixed_mul(x, p, y, q, rows_g, rows_e, digits, gid)
         return LabelTensor(out.reshape(*a.shape, -1), p)

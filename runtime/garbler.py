@@ -227,5 +227,5 @@ class Garbler(LabelOps):
             _flat(a), p, self.delta(p), _flat(b), q, self.delta(q), r, gid)
         wires = rows_g.shape[0] * rows_g.shape[1]
         self.tables.append(make_record(gid, wires * gates.mixed_mul_rows(p, q),
-                                       [(gates.row_modulus(p), rows_g), (p, rows_e), (p, digits)]))
+                                       [(gates.row_modulus(p), t) for t in (rows_g, rows_e, digits)]))
         return LabelTensor(out0.reshape(*a.shape, -1), p)

@@ -10,11 +10,19 @@ derived from the gate id, the flat element index ``b * E + e`` and a role number
 Projection ``Z_p -> Z_q`` (garbled row reduction)
 -------------------------------------------------
 With input zero label ``A0`` (colour ``s``) the label of colour ``r`` is
-``A_{x_r} = A0 + x_r * delta_p`` with ``x_r = r - s mod p``.  The garbler sets the output zero
-label ``C0 = -H(A_{x_0}) - f(x_0) * delta_q`` so the row of colour 0 is all zeros and is not
-sent, and sends ``row_r = H(A_{x_r}) + C0 + f(x_r) * delta_q`` for ``r = 1..p-1``.  The
-evaluator holding ``A_x`` of colour ``r`` computes ``row_r - H(A_x)`` (``row_0 = 0``), which is
-``C0 + f(x) * delta_q``.  Cost: ``p - 1`` rows of ``n(q)`` digits mod ``q``.
+``A_{x_r} = A0 + x_r * delta_p`` with ``x_r = r - s mod p``.  A pad ``H(A)`` is read in two
+ways (:mod:`dashc.runtime.hashing`): *expanded*, as ``n(q)`` digits mod ``q`` (``D(H)``,
+statistically uniform, a long division of the 256-bit hash output), or as *fields*, ``n(q)``
+values of ``b = bits(q - 1)`` bits (``F(H)``, exactly uniform in ``[0, 2^b)``: bits cut out).
+The garbler sets the output zero label ``C0 = -D(H(A_{x_0})) - f(x_0) * delta_q`` so the row
+of colour 0 is empty and is not sent, and sends ``row_r = (C0 + f(x_r) * delta_q) ^ F(H(A_{x_r}))``
+(digit by digit) for ``r = 1..p-1``.  The evaluator holding ``A_x`` of colour ``r`` computes
+``row_r ^ F(H(A_x))``, or ``-D(H(A_x))`` for colour 0, which is ``C0 + f(x) * delta_q``.  Each
+row entry is a digit below ``q`` under a one-time pad of ``b`` uniform bits, so an unopened row
+is uniform in ``[0, 2^b)^n(q)``, and it is stored in the ``b`` bits a digit mod ``q`` takes;
+only one pad per wire needs the costly expansion.  An opened entry above ``q - 1`` can only
+come from a damaged table or a forged label: the evaluation refuses it.  Cost: ``p - 1`` rows
+of ``n(q)`` entries of ``b`` bits.
 
 Mixed-modulus half gate ``x * y mod p`` (x mod p, y mod q read as an integer in [0, q))
 ---------------------------------------------------------------------------------------
@@ -24,15 +32,18 @@ colour) and uses ``x*y = x*(y + r) - x*r (mod p)``.
 * Garbler half: a projection of ``x`` by ``t -> r*t mod p`` (role 0) gives a label
   ``G = G0 + r*x*delta_p``; ``p - 1`` rows.
 * Evaluator half (role 1): for each colour ``s`` of ``y``'s label (value ``y_s = s - colour(B0)
-  mod q``), with key ``B_{y_s} = B0 + y_s*delta_q`` and pad ``H(B_{y_s})`` expanded to
-  ``n(p) + 1`` digits mod ``p`` (digit part ``h_s``, label part ``P_s``), the garbler sends
-  ``d_s = c_s + h_s`` where ``c_s = y_s + r mod p``, and ``e_s = Z0 - c_s*A0 + P_s`` where
-  ``Z0 = c_0*A0 - P_0`` (so ``e_0 = 0`` is not sent).  The evaluator of colour ``s`` recovers
-  ``c = d_s - h_s`` and ``K = e_s - P_s = Z0 - c*A0`` and forms
+  mod q``), with key ``B_{y_s} = B0 + y_s*delta_q`` and pad ``H(B_{y_s})`` read as ``n(p) + 1``
+  values (digit part ``h_s``, label part ``P_s``; expanded digits mod ``p`` for ``s = 0``,
+  fields of ``bits(p - 1)`` bits otherwise, as in the projection), the garbler sends
+  ``d_0 = c_0 + h_0`` and ``d_s = c_s ^ h_s`` where ``c_s = y_s + r mod p``, and
+  ``e_s = (Z0 - c_s*A0) ^ P_s`` where ``Z0 = c_0*A0 - P_0`` (``e_0`` would be zero and is not
+  sent).  The evaluator of colour ``s`` recovers ``c = d_s ^ h_s`` and
+  ``K = e_s ^ P_s = Z0 - c*A0`` (for ``s = 0``: ``c = d_0 - h_0`` and ``K = -P_0``) and forms
   ``E = c*A_x + K = Z0 + c*x*delta_p``.
 * Output ``E - G``, zero label ``Z0 - G0``: its value is ``(c - r)*x = y*x mod p``.
 
-Cost: ``(p - 1) + (q - 1)`` rows of ``n(p)`` digits mod ``p`` plus ``q`` single digits mod p.
+Cost: ``(p - 1) + (q - 1)`` rows of ``n(p)`` entries plus ``q`` single entries, each in the
+``bits(p - 1)`` bits of a digit mod ``p``.
 
 Security (sketch).  The evaluator holds one label per wire.  Every pad other than the one
 keyed by its own label is keyed by ``own + k*delta`` with ``k != 0`` under a tweak used for
@@ -60,7 +71,7 @@ from dashc.errors import IntegrityError
 
 from . import cpu_gates, cpu_kernels
 from .bitpack import field_bits
-from .hashing import HASH, fields, output_blocks, row_blocks, unpack
+from .hashing import HASH, fields, row_blocks, unpack
 from .tables import Packed, digit_dtype
 
 IMPLS = ("auto", "compiled", "torch")
@@ -228,7 +239,7 @@ def garble_mixed_mul(a0: torch.Tensor, p: int, delta_p: torch.Tensor, b0: torch.
     table = (r[..., None] * torch.arange(p, device=dev)) % p  # t -> r*t
     g0, rows_g = garble_proj(a0, p, delta_p, p, delta_p, table, gate_id, role=0, impl=impl)
     if _compiled(impl, a0):
-        h = output_blocks(p, n_p + 1)
+        h = row_blocks(p, n_p + 1)
         W = B * E
         out0, rows_e, digits = cpu_gates.garble_mixed_half(
             _np64(a0, (W, n_p)), _np64(b0, (W, n_q)), E, p, q, _np64(delta_q), _np(r, (W,)),
@@ -242,14 +253,16 @@ def garble_mixed_mul(a0: torch.Tensor, p: int, delta_p: torch.Tensor, b0: torch.
     y = (colours - b0[..., :1]) % q  # (B, E, q)
     keys = (b0[:, :, None, :] + y[..., None] * delta_q[:, None, None, :]) % q
     elem = _elements(B, E, dev).repeat_interleave(q)
-    pads = HASH(keys.reshape(-1, n_q), q, gate_id, elem, 1, p, n_p + 1)
-    pads = pads.reshape(B, E, q, n_p + 1)
-    h, P = pads[..., 0], pads[..., 1:]
+    (blocks,) = HASH.blocks(keys.reshape(-1, n_q), q, gate_id, elem, 1, [row_blocks(p, n_p + 1)])
+    blocks = blocks.reshape(B, E, q, -1)
+    pad0 = unpack(blocks[:, :, 0].reshape(B * E, -1), p, n_p + 1).reshape(B, E, n_p + 1)
+    fld = fields(blocks[:, :, 1:].reshape(B * E * (q - 1), -1), p, n_p + 1)
+    fld = fld.reshape(B, E, q - 1, n_p + 1)
     c = (y + r[..., None]) % p  # (B, E, q)
-    z0 = (c[..., :1] * a0 - P[:, :, 0]) % p
-    digits = (c + h) % p
-    rows_e = (z0[:, :, None, :] - c[:, :, 1:, None] * a0[:, :, None, :] + P[:, :, 1:]) % p
-    return (z0 - g0) % p, (rows_g, rows_e, digits)
+    z0 = (c[..., :1] * a0 - pad0[..., 1:]) % p
+    digits = torch.cat([(c[..., :1] + pad0[..., :1]) % p, c[..., 1:] ^ fld[..., 0]], dim=-1)
+    labels = (z0[:, :, None, :] - c[:, :, 1:, None] * a0[:, :, None, :]) % p
+    return (z0 - g0) % p, (rows_g, labels ^ fld[..., 1:], digits)
 
 
 def eval_mixed_mul(a: torch.Tensor, p: int, b: torch.Tensor, q: int, rows_g: torch.Tensor,
@@ -260,7 +273,7 @@ def eval_mixed_mul(a: torch.Tensor, p: int, b: torch.Tensor, q: int, rows_g: tor
     n_q = b.shape[-1]
     g = eval_proj(a, p, p, rows_g, gate_id, role=0, impl=impl)
     if _compiled(impl, a):
-        h = output_blocks(p, n_p + 1)
+        h = row_blocks(p, n_p + 1)
         W = B * E
         out = cpu_gates.eval_mixed_half(_np64(a, (W, n_p)), _np64(b, (W, n_q)),
                                         _np(g, (W, n_p)), p, q,
@@ -268,13 +281,21 @@ def eval_mixed_mul(a: torch.Tensor, p: int, b: torch.Tensor, q: int, rows_g: tor
                                         _table(digits, (W, q)), gate_id, h)
         HASH.aes_blocks += W * (1 + h)
         return torch.from_numpy(out).reshape(B, E, n_p)
-    pads = HASH(b.reshape(-1, n_q), q, gate_id, _elements(B, E, a.device), 1, p, n_p + 1)
-    pads = pads.reshape(B, E, n_p + 1)
+    (blocks,) = HASH.blocks(b.reshape(-1, n_q), q, gate_id, _elements(B, E, a.device), 1,
+                            [row_blocks(p, n_p + 1)])
+    pad0 = unpack(blocks, p, n_p + 1).reshape(B, E, n_p + 1)
+    fld = fields(blocks, p, n_p + 1).reshape(B, E, n_p + 1)
     s = b[..., 0]
     digits, rows_e = _dense(digits, a.device), _dense(rows_e, a.device)
-    c = (torch.gather(digits.to(torch.int64), 2, s[..., None])[..., 0] - pads[..., 0]) % p
+    d = torch.gather(digits.to(torch.int64), 2, s[..., None])[..., 0]
     idx = (s - 1).clamp(min=0)[..., None, None].expand(B, E, 1, n_p)
-    row = torch.gather(rows_e.to(torch.int64), 2, idx)[:, :, 0] * (s != 0)[..., None]
-    k = row - pads[..., 1:]
-    e = c[..., None] * a + k
-    return (e - g) % p
+    row = torch.gather(rows_e.to(torch.int64), 2, idx)[:, :, 0]
+    c1, k1 = d ^ fld[..., 0], row ^ fld[..., 1:]
+    opened = s != 0
+    if bool(((c1 >= p) & opened).any() or ((k1 >= p) & opened[..., None]).any()):
+        raise IntegrityError(f"gate {gate_id}: a mixed half gate mod {p} opened a row to a "
+                             "value out of range: its garbled table or the labels that key "
+                             "it are damaged or forged")
+    c = torch.where(opened, c1, (d - pad0[..., 0]) % p)
+    k = torch.where(opened[..., None], k1, -pad0[..., 1:])
+    return (c[..., None] * a + k - g) % p

@@ -18,6 +18,12 @@ most ``q^m / 2^(128h)`` from uniform.  With one block (``h = 1``) that bound is 
 of two ``q`` one block is exact.  Block ``j`` of the output is ``H(x, t_j)``: ``pi(x)`` is
 computed once, so a hash with ``h`` output blocks costs ``1 + h`` AES calls.
 
+Fields.  A pad that only masks digits below ``q`` (a garbled row: :mod:`dashc.runtime.gates`)
+need not be uniform in ``Z_q``: :func:`fields` cuts ``m`` chunks of ``field_width(q)`` bits
+(a power of two) out of the output and keeps the low ``bits(q - 1)`` bits of each, exactly
+uniform in ``[0, 2^bits(q - 1))``.  That costs a few bit operations per digit instead of a long
+division; :func:`row_blocks` gives the blocks a pad needs to serve both ways.
+
 Packing and expansion run on torch tensors of any device with int64 arithmetic in 32-bit
 limbs: packing forms base ``q^k`` chunks (``q^k < 2^31``) with one float64 matmul (exact) and
 combines them by Horner's rule on four limbs; expansion divides the ``4h`` limbs by ``q^k``
