@@ -93,9 +93,11 @@ def expand_consts(q: int, m: int, h: int) -> tuple:
 # -- inner helpers (inlined by LLVM) -------------------------------------------------------
 
 @njit(cache=True, nogil=True, inline="always")
-def _carry_limbs(A, ch, nk, out, o0):
+def _carry_limbs(A, ch, nk, out, o0, nw):
     """Limb sums ``A[0:8, i]`` (16-bit limbs, each sum exact in float64) -> carried 128-bit
-    integers ``out[o0 + i]`` as (low, high) int64; ``ch`` is scratch for the carries."""
+    integers ``out[o0 + i]`` as (low, high) int64; ``ch`` is scratch for the carries.  With
+    ``nw > 0`` the keys come colour-major (``i = r * nw + v`` for wire ``v`` of ``nw`` and
+    colour ``r``) and go to ``out[o0 + v * (nk // nw) + r]``, wire-major."""
     inv = 1.0 / 65536.0
     for i in range(nk):
         ch[i] = 0.0
@@ -105,20 +107,25 @@ def _carry_limbs(A, ch, nk, out, o0):
             cq = np.floor(v * inv)
             A[j, i] = v - cq * 65536.0
             ch[i] = cq
+    nc = nk // nw if nw > 0 else 1
     for i in range(nk):
-        out[o0 + i, 0] = (np.int64(A[0, i]) | (np.int64(A[1, i]) << 16)
-                          | (np.int64(A[2, i]) << 32) | (np.int64(A[3, i]) << 48))
-        out[o0 + i, 1] = (np.int64(A[4, i]) | (np.int64(A[5, i]) << 16)
-                          | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
+        o = o0 + i
+        if nw > 0:
+            r = i // nw
+            o = o0 + (i - r * nw) * nc + r
+        out[o, 0] = (np.int64(A[0, i]) | (np.int64(A[1, i]) << 16)
+                     | (np.int64(A[2, i]) << 32) | (np.int64(A[3, i]) << 48))
+        out[o, 1] = (np.int64(A[4, i]) | (np.int64(A[5, i]) << 16)
+                     | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0):
+def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0, nw):
     """Keys ``Dg[0:n, i]`` (digit-major, ``i < nk``) -> ``out[o0 + i]``, the 128-bit integers
     ``sum_d Dg[d, i] q^d`` as (low, high) int64.  Chunks of ``k`` digits (``< 2^31``) times
     the 16-bit limbs of ``q^(k c)`` are summed per limb in float64 (each sum is below
     ``2^50``: exact), then the carries are propagated limb by limb.  The loops over keys are
-    innermost (vectorised)."""
+    innermost (vectorised).  ``nw``: the output order (:func:`_carry_limbs`)."""
     for j in range(8):
         for i in range(nk):
             A[j, i] = 0.0
@@ -136,7 +143,7 @@ def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0):
             if lj != 0.0:
                 for i in range(nk):
                     A[j, i] += ch[i] * lj
-    _carry_limbs(A, ch, nk, out, o0)
+    _carry_limbs(A, ch, nk, out, o0, nw)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
@@ -164,7 +171,7 @@ def _pack_rows(d, i0, nk, n, k, PW, QL, CH, A, ch, out, o0):
             if lj != 0.0:
                 for i in range(nk):
                     A[j, i] += CH[c, i] * lj
-    _carry_limbs(A, ch, nk, out, o0)
+    _carry_limbs(A, ch, nk, out, o0, 0)
 
 
 #: chunk length from which :func:`pack_labels` reads keys in place (moduli 3, 5 and 7)
@@ -293,6 +300,8 @@ def _scratch(h: int, nkeys: int, m: int):
 # -- kernels ----------------------------------------------------------------------------------
 
 PACK_BLOCK = 128  # keys packed together
+COLOUR_BLOCK = 512  # keys of every colour packed together (at least this many wires' worth
+#                      keeps the loops over the wires of one colour long)
 
 
 @njit(cache=True, nogil=True)
@@ -318,7 +327,7 @@ def pack_labels(d, q, k, PW, QL, out):
         for i in range(nk):
             for j in range(n):
                 Dg[j, i] = d[i0 + i, j]
-        _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, i0)
+        _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, i0, 0)
 
 
 @njit(cache=True, nogil=True)
@@ -338,52 +347,48 @@ def pack_all_colours(a0, delta, E, p, k, PW, QL, w0, w1, out):
             out[base + 1 - c, 0] = lo ^ dlo
             out[base + 1 - c, 1] = hi ^ dhi
         return
-    bw = max(1, PACK_BLOCK // p)
-    rows = k >= PACK_ROWS_MIN_K  # keys laid out row-major and packed in place
-    Dg = np.empty((bw * p, n) if rows else (n, bw * p))
-    CH = np.empty((QL.shape[0], bw * p))
-    A = np.empty((8, bw * p))
-    ch = np.empty(bw * p)
-    cur = np.empty(n, np.int64)
+    bw = max(1, COLOUR_BLOCK // p)
+    nk = bw * p
+    Dg = np.empty((n, nk))  # digit-major, colour-major: key r * nw + v
+    U = np.empty((n, bw))  # keys of colour 0 (value -s), digit-major
+    DL = np.empty((n, bw))  # offsets of the wires' batch elements
+    A = np.empty((8, nk))
+    ch = np.empty(nk)
+    pf = float(p)
+    invp = 1.0 / pf
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
-        for w in range(v0, v1):
+        nw = v1 - v0
+        for v in range(nw):
+            w = v0 + v
             b = w // E
+            s = a0[w, 0]
+            # colour r holds value r - s: its key is u + r * delta with u = a0 - s * delta
             for i in range(n):
-                cur[i] = a0[w, i]
-            base = (w - v0) * p
-            r = a0[w, 0]
-            for x in range(p):
-                col = base + r
-                if rows:
-                    for i in range(n):
-                        Dg[col, i] = cur[i]
-                else:
-                    for i in range(n):
-                        Dg[i, col] = cur[i]
-                r += 1
-                if r == p:
-                    r = 0
-                for i in range(n):
-                    v = cur[i] + delta[b, i]
-                    if v >= p:
-                        v -= p
-                    cur[i] = v
-        if rows:
-            _pack_rows(Dg, 0, (v1 - v0) * p, n, k, PW, QL, CH, A, ch, out, (v0 - w0) * p)
-        else:
-            _pack_block(Dg, (v1 - v0) * p, n, k, PW, QL, A, ch, out, (v0 - w0) * p)
+                t = float(a0[w, i] + (p - s) * delta[b, i])
+                U[i, v] = t - pf * np.floor((t + 0.5) * invp)
+                DL[i, v] = float(delta[b, i])
+        for i in range(n):
+            for r in range(p):
+                rf = float(r)
+                o = r * nw
+                for v in range(nw):
+                    t = U[i, v] + rf * DL[i, v]
+                    Dg[i, o + v] = t - pf * np.floor((t + 0.5) * invp)
+        _pack_block(Dg, nw * p, n, k, PW, QL, A, ch, out, (v0 - w0) * p, nw)
 
 
 @njit(cache=True, nogil=True)
 def tweak_xor(y, gid, elem0, rep, T, t, role, h, out):
     """``out[i, j] = tweak(gid, (elem0 + i // rep) * T + t, role, j) ^ y[i]`` for
     ``i < len(y)`` (``T`` outputs per element, this is output ``t``)."""
-    for i in range(y.shape[0]):
-        base = (((elem0 + i // rep) * T + t) << 6) | (role << 3)
-        for j in range(h):
-            out[i, j, 0] = (base | j) ^ y[i, 0]
-            out[i, j, 1] = gid ^ y[i, 1]
+    N = y.shape[0]
+    for e0 in range(0, N, rep):  # one element per ``rep`` keys (no division per key)
+        base = (((elem0 + e0 // rep) * T + t) << 6) | (role << 3)
+        for i in range(e0, min(N, e0 + rep)):
+            for j in range(h):
+                out[i, j, 0] = (base | j) ^ y[i, 0]
+                out[i, j, 1] = gid ^ y[i, 1]
 
 
 @njit(cache=True, nogil=True)
