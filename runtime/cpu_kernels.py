@@ -107,16 +107,16 @@ def _carry_limbs(A, ch, nk, out, o0, nw):
             cq = np.floor(v * inv)
             A[j, i] = v - cq * 65536.0
             ch[i] = cq
-    nc = nk // nw if nw > 0 else 1
-    for i in range(nk):
-        o = o0 + i
-        if nw > 0:
-            r = i // nw
-            o = o0 + (i - r * nw) * nc + r
-        out[o, 0] = (np.int64(A[0, i]) | (np.int64(A[1, i]) << 16)
-                     | (np.int64(A[2, i]) << 32) | (np.int64(A[3, i]) << 48))
-        out[o, 1] = (np.int64(A[4, i]) | (np.int64(A[5, i]) << 16)
-                     | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
+    nv = nw if nw > 0 else nk
+    nc = nk // nv
+    for v in range(nv):  # the writes in order (strided ones are slow), the reads strided
+        for r in range(nc):
+            i = r * nv + v
+            o = o0 + (v * nc + r if nw > 0 else i)
+            out[o, 0] = (np.int64(A[0, i]) | (np.int64(A[1, i]) << 16)
+                         | (np.int64(A[2, i]) << 32) | (np.int64(A[3, i]) << 48))
+            out[o, 1] = (np.int64(A[4, i]) | (np.int64(A[5, i]) << 16)
+                         | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
@@ -457,7 +457,7 @@ def _pad_chunks(zb, i, bp, m, fb):
             fb[j] = v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, bp, F, R, pad, Z0, y0, z, zb,
                 w0, w1, c0, rows):
     """Projection rows and output zero labels for wires ``w0 <= w < w1``.  The pads (hash
@@ -475,6 +475,17 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, bp, F, R, pad, Z0,
     while mask < q - 1:
         mask = 2 * mask + 1
     fld = np.empty(nq + 8, np.int64)  # chunks of one pad (rounded up to whole bytes)
+    cf = np.empty(nq)
+    df = np.empty(nq)
+    # moduli up to 256: rows are bytes, and label sums below 2^17 reduce exactly in float32
+    # (the quotient's error, below (q + 1) * 2^-23, stays under the margin 1/(2q))
+    byte = q <= 256
+    cf32 = np.empty(nq, np.float32)
+    df32 = np.empty(nq, np.float32)
+    qf32 = np.float32(q)
+    invq32 = np.float32(1.0) / qf32
+    half32 = np.float32(0.5)
+    m8 = np.uint8(mask & 255)
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
         nw = v1 - v0
@@ -492,15 +503,27 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, bp, F, R, pad, Z0,
             f0 = table[ti, x0]
             for j in range(nq):
                 c0[w, j] = _md(q + q * q - pad[w - v0, j] - f0 * dq[bb, j], q, M)
+                cf[j] = float(c0[w, j])
+                df[j] = float(dq[bb, j])
+                cf32[j] = np.float32(c0[w, j])
+                df32[j] = np.float32(dq[bb, j])
             for r in range(1, p):
                 x = r - s
                 if x < 0:
                     x += p
                 f = table[ti, x]
+                ff = float(f)
+                if byte and bp == 8:  # the chunks are the pad's bytes: read in place
+                    ff32 = np.float32(f)
+                    for j in range(nq):
+                        v32 = cf32[j] + ff32 * df32[j]
+                        lab32 = v32 - qf32 * np.floor((v32 + half32) * invq32)
+                        rows[w, r - 1, j] = np.uint8(np.int32(lab32)) ^ (zb[base + r, j] & m8)
+                    continue
                 _pad_chunks(zb, base + r, bp, nq, fld)
                 if small:
                     for j in range(nq):
-                        v = np.float64(c0[w, j] + f * dq[bb, j])
+                        v = cf[j] + ff * df[j]
                         lab = np.int64(v - qf * np.floor((v + 0.5) * invq))
                         rows[w, r - 1, j] = lab ^ (fld[j] & mask)
                 else:
