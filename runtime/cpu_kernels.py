@@ -174,6 +174,39 @@ def _pack_rows(d, i0, nk, n, k, PW, QL, CH, A, ch, out, o0):
     _carry_limbs(A, ch, nk, out, o0, 0)
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _pack_colours(U, DL, nw, p, n, k, PW, QL, A, ch, out, o0):
+    """The keys ``u + r * delta mod p`` of every colour ``r < p`` of ``nw`` wires (``U[:, v]``
+    the digits of wire ``v``'s colour-0 key, ``DL`` those of the wires' offset, as float64), packed
+    as :func:`_pack_block` packs them, into ``out[o0 + v * p + r]``.  The digits are formed
+    inside the chunk sums (colour-major: key ``r * nw + v``), never stored."""
+    nk = nw * p
+    pf = float(p)
+    invp = 1.0 / pf
+    for j in range(8):
+        for i in range(nk):
+            A[j, i] = 0.0
+    for c in range(QL.shape[0]):
+        s = c * k
+        e = min(n, s + k)
+        for i in range(nk):
+            ch[i] = 0.0
+        for d in range(s, e):
+            pwd = PW[d - s]
+            for r in range(p):
+                rd = float(r) * DL[d]
+                o = r * nw
+                for v in range(nw):
+                    t = U[d, v] + rd
+                    ch[o + v] += (t - pf * np.floor((t + 0.5) * invp)) * pwd
+        for j in range(8):
+            lj = QL[c, j]
+            if lj != 0.0:
+                for i in range(nk):
+                    A[j, i] += ch[i] * lj
+    _carry_limbs(A, ch, nk, out, o0, nw)
+
+
 #: chunk length from which :func:`pack_labels` reads keys in place (moduli 3, 5 and 7)
 PACK_ROWS_MIN_K = 11
 
@@ -347,35 +380,30 @@ def pack_all_colours(a0, delta, E, p, k, PW, QL, w0, w1, out):
             out[base + 1 - c, 0] = lo ^ dlo
             out[base + 1 - c, 1] = hi ^ dhi
         return
-    bw = max(1, COLOUR_BLOCK // p)
+    bw = max(8, COLOUR_BLOCK // p // 8 * 8)  # whole vectors of wires
     nk = bw * p
-    Dg = np.empty((n, nk))  # digit-major, colour-major: key r * nw + v
     U = np.empty((n, bw))  # keys of colour 0 (value -s), digit-major
-    DL = np.empty((n, bw))  # offsets of the wires' batch elements
+    DL = np.empty(n)  # the offset of the block's batch element
     A = np.empty((8, nk))
     ch = np.empty(nk)
     pf = float(p)
     invp = 1.0 / pf
-    for v0 in range(w0, w1, bw):
-        v1 = min(w1, v0 + bw)
+    v0 = w0
+    while v0 < w1:
+        b = v0 // E
+        v1 = min(w1, v0 + bw, (b + 1) * E)  # one batch element (one offset) per block
         nw = v1 - v0
+        for i in range(n):
+            DL[i] = float(delta[b, i])
         for v in range(nw):
             w = v0 + v
-            b = w // E
             s = a0[w, 0]
             # colour r holds value r - s: its key is u + r * delta with u = a0 - s * delta
             for i in range(n):
                 t = float(a0[w, i] + (p - s) * delta[b, i])
                 U[i, v] = t - pf * np.floor((t + 0.5) * invp)
-                DL[i, v] = float(delta[b, i])
-        for i in range(n):
-            for r in range(p):
-                rf = float(r)
-                o = r * nw
-                for v in range(nw):
-                    t = U[i, v] + rf * DL[i, v]
-                    Dg[i, o + v] = t - pf * np.floor((t + 0.5) * invp)
-        _pack_block(Dg, nw * p, n, k, PW, QL, A, ch, out, (v0 - w0) * p, nw)
+        _pack_colours(U, DL, nw, p, n, k, PW, QL, A, ch, out, (v0 - w0) * p)
+        v0 = v1
 
 
 @njit(cache=True, nogil=True)
