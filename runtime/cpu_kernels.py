@@ -370,9 +370,13 @@ def pack_all_colours(a0, delta, E, p, k, PW, QL, w0, w1, out):
     two keys are the bits of ``a0[w]`` and those exclusive-or the bits of the offset."""
     n = a0.shape[1]
     if p == 2:
+        bprev = -1
+        dlo = dhi = 0
         for w in range(w0, w1):
             lo, hi = _bits(a0[w], n)
-            dlo, dhi = _bits(delta[w // E], n)
+            if w // E != bprev:  # the offset's bits, once per batch element
+                bprev = w // E
+                dlo, dhi = _bits(delta[bprev], n)
             base = (w - w0) * 2
             c = a0[w, 0]
             out[base + c, 0] = lo
