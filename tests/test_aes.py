@@ -82,6 +82,23 @@ def test_output_blocks_statistically_close():
     assert hashing.output_blocks(2, 128) == 1
 
 
+def test_row_fields_are_bits_of_the_integer():
+    """Field j for modulus q: the low bits(q - 1) bits of the j-th chunk of field_width(q)
+    bits (a power of two) of the hash output, as an integer."""
+    g = torch.Generator().manual_seed(5)
+    limbs = torch.randint(0, 1 << 32, (40, 8), generator=g, dtype=torch.int64)
+    for q, b, bp in [(2, 1, 1), (3, 2, 2), (7, 3, 4), (13, 4, 4), (19, 5, 8), (251, 8, 8),
+                     (257, 9, 16), (65537, 17, 32)]:
+        assert (hashing.field_bits(q), hashing.field_width(q)) == (b, bp)
+        m = crt.label_length(q)
+        assert hashing.row_blocks(q, m) >= hashing.output_blocks(q, m)
+        assert m * bp <= 128 * hashing.row_blocks(q, m)
+        got = hashing.fields(limbs, q, m)
+        for lim, row in zip(limbs.tolist(), got.tolist()):
+            u = sum(v << (32 * i) for i, v in enumerate(lim))
+            assert row == [(u >> (bp * j)) & ((1 << b) - 1) for j in range(m)]
+
+
 def test_hash_definition():
     """H(x, t) = pi(pi(x) ^ t) ^ pi(x) on the packed label, expanded to digits."""
     q, n = 5, crt.label_length(5)

@@ -10,8 +10,9 @@ from dashc.runtime.rng import insecure_seeded_random
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason="numba is not installed")
 
+# row-field widths 1 bit (2), 2 (3), 4 (5..13), 8 (17..251) and 16 (257..); 32 below
 PAIRS = [(2, 2), (2, 3), (3, 2), (5, 7), (17, 19), (19, 17), (2, 251), (251, 2), (251, 251),
-         (233, 17)]
+         (233, 17), (3, 257), (257, 5)]
 
 
 def _setup(p, q, B, E, seed):
@@ -43,6 +44,25 @@ def test_gates_compiled_equal_torch(p, q):
     assert _same(ref0, got0) and all(_same(u, v) for u, v in zip(ref_t, got_t))
     assert _same(gates.eval_mixed_mul(active_a, p, active_b, q, *ref_t, 12, impl="torch"),
                  gates.eval_mixed_mul(active_a, p, active_b, q, *got_t, 12, impl="compiled"))
+
+
+@pytest.mark.parametrize("p,q", [(2, 65521), (3, 65537)])
+def test_projection_into_wide_moduli_compiled_equals_torch(p, q):
+    """Rows into moduli above 2^16 (32-bit pad fields) and just below (16-bit fields, no
+    float reduction): projections only, a half gate with that many colours is not cheap."""
+    B, E = 2, 37
+    a0, _, dp, _, _, x, _ = _setup(p, 2, B, E, q)
+    dq = insecure_seeded_random(q).delta(q, B)
+    table = torch.from_numpy(np.random.default_rng(q).integers(0, q, size=p))
+    ref = gates.garble_proj(a0, p, dp, q, dq, table, 11, impl="torch")
+    got = gates.garble_proj(a0, p, dp, q, dq, table, 11, impl="compiled")
+    assert _same(ref[0], got[0]) and _same(ref[1], got[1])
+    assert int(ref[1].max()) >= q  # entries fill the 2^bits(q - 1) range, not just [0, q)
+    active = (a0 + x[..., None] * dp[:, None, :]) % p
+    out = gates.eval_proj(active, p, q, got[1], 11, impl="compiled")
+    assert _same(gates.eval_proj(active, p, q, ref[1], 11, impl="torch"), out)
+    fx = table[x]
+    assert _same(out, (ref[0] + fx[..., None] * dq[:, None, :]) % q)
 
 
 def test_chunks_and_blocks_cover_every_wire():

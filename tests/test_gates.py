@@ -228,3 +228,26 @@ def test_gates_keyed_by_the_same_label_use_different_pads():
     pad_mul_role0 = HASH(a, p, 2, torch.arange(8), 0, p, crt.label_length(p))
     assert not (pad_g0 == pad_g1).all(dim=1).any()
     assert not (pad_mul_role0 == pad_mul_role1).all(dim=1).any()
+
+
+@pytest.mark.parametrize("p,q", [(5, 3), (3, 11), (2, 19)])
+def test_unopened_row_entries_are_uniform_in_their_bits(p, q):
+    """Row entries are label digits (below q) under one-time pads of bits(q - 1) bits: every
+    value of that range turns up equally often, those at least q included (rows that only
+    held digits mod q, or pads with fewer bits, would miss them)."""
+    W = 4000
+    rng = insecure_seeded_random(p * 100 + q)
+    a0 = rng.labels(p, (1, W))
+    table = torch.from_numpy(np.random.default_rng(q).integers(0, q, size=p))
+    _, rows = gates.garble_proj(a0, p, rng.delta(p, 1), q, rng.delta(q, 1), table, 3)
+    m = gates.row_modulus(q)
+    freq = torch.bincount(rows.reshape(-1).to(torch.int64), minlength=m).double() / rows.numel()
+    assert freq.shape[0] == m and torch.allclose(freq, torch.full((m,), 1 / m, dtype=torch.float64), atol=0.01)
+    # the mixed half gate's evaluator half: rows and digits alike
+    b0 = rng.labels(q, (1, W))
+    _, (_, rows_e, digits) = gates.garble_mixed_mul(a0, p, rng.delta(p, 1), b0, q,
+                                                    rng.delta(q, 1), rng.residues(p, (1, W)), 4)
+    m = gates.row_modulus(p)
+    for t in (rows_e, digits[..., 1:]):
+        freq = torch.bincount(t.reshape(-1).to(torch.int64), minlength=m).double() / t.numel()
+        assert freq.shape[0] == m and torch.allclose(freq, torch.full((m,), 1 / m, dtype=torch.float64), atol=0.02)
