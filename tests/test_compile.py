@@ -94,7 +94,7 @@ def test_residual_bn_pool_model_close_to_float(strategy):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["dash", "redash"])
 def test_trained_residual_bn_pool_model_matches_float(strategy):
-    net = _train_digits(seeded(ResidualNet), epochs=15)
+    net = _train_digits(seeded(ResidualNet))
     x, y = digits(360)
     plan = compiler.compile_graph(compiler.load_model(net, input_shape=(1, 8, 8)), x[:160],
                                   Config(strategy=strategy), **QUIET)
