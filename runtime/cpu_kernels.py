@@ -459,7 +459,7 @@ def xor_pads(y, z):
 def _pad_chunks(zb, i, bp, m, fb):
     """``fb[0:m]``: the ``bp``-bit chunks (``bp`` a power of two) of the pad bytes ``zb[i]``,
     little-endian; a chunk never straddles a byte unless it is whole bytes.  One loop per
-    width, so each has constant shifts."""
+    width, so each has constant shifts; bits go 64 at a time (``fb`` holds ``m + 64``)."""
     if bp == 8:
         for j in range(m):
             fb[j] = zb[i, j]
@@ -476,10 +476,12 @@ def _pad_chunks(zb, i, bp, m, fb):
             fb[4 * t + 2] = (v >> 4) & 3
             fb[4 * t + 3] = v >> 6
     elif bp == 1:
-        for t in range((m + 7) >> 3):
-            v = zb[i, t]
-            for u in range(8):
-                fb[8 * t + u] = (v >> u) & 1
+        for g in range((m + 63) >> 6):  # 64 bits at a time (the pad is whole blocks)
+            v = np.int64(0)
+            for t in range(8):
+                v |= np.int64(zb[i, 8 * g + t]) << (8 * t)
+            for u in range(64):
+                fb[64 * g + u] = (v >> u) & 1
     else:
         nb = bp >> 3
         for j in range(m):
@@ -506,7 +508,7 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, bp, F, R, pad, Z0,
     mask = 1
     while mask < q - 1:
         mask = 2 * mask + 1
-    fld = np.empty(nq + 8, np.int64)  # chunks of one pad (rounded up to whole bytes)
+    fld = np.empty(nq + 64, np.int64)  # chunks of one pad (rounded up to whole words)
     cf = np.empty(nq)
     df = np.empty(nq)
     # moduli up to 256: rows are bytes, and label sums below 2^17 reduce exactly in float32
@@ -635,7 +637,7 @@ def proj_eval(a, q, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, w0, w1,
     while mask < q - 1:
         mask = 2 * mask + 1
     bad = 0
-    fld = np.empty(nq + 8, np.int64)
+    fld = np.empty(nq + 64, np.int64)
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
         n0 = 0
@@ -674,7 +676,7 @@ def mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, bp, F, R, pad, Z0, y0, z
     n_p = a0.shape[1]
     m = n_p + 1
     zz = np.empty(n_p, np.int64)
-    fld = np.empty(m + 8, np.int64)
+    fld = np.empty(m + 64, np.int64)
     pp = p * p
     mask = 1
     while mask < p - 1:
@@ -725,7 +727,7 @@ def mixed_eval(a, b, g, p, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, 
     mask = 1
     while mask < p - 1:
         mask = 2 * mask + 1
-    fld = np.empty(m + 8, np.int64)
+    fld = np.empty(m + 64, np.int64)
     bad = 0
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)

@@ -226,6 +226,7 @@ class Garbler(LabelOps):
         out0, (rows_g, rows_e, digits) = gates.garble_mixed_mul(
             _flat(a), p, self.delta(p), _flat(b), q, self.delta(q), r, gid)
         wires = rows_g.shape[0] * rows_g.shape[1]
+        m = gates.row_modulus(p)
         self.tables.append(make_record(gid, wires * gates.mixed_mul_rows(p, q),
-                                       [(gates.row_modulus(p), t) for t in (rows_g, rows_e, digits)]))
+                                       [(m, t) for t in (rows_g, rows_e, digits)]))
         return LabelTensor(out0.reshape(*a.shape, -1), p)
