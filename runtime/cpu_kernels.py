@@ -119,6 +119,25 @@ def _carry_limbs(A, ch, nk, out, o0, nw):
                          | (np.int64(A[6, i]) << 32) | (np.int64(A[7, i]) << 48))
 
 
+@njit(cache=True, inline="always")
+def _clear(A, nk):
+    """``A[:, 0:nk] = 0``."""
+    for j in range(A.shape[0]):
+        for i in range(nk):
+            A[j, i] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _limb_sums(A, ch, nk, QL, c):
+    """``A[j, i] += ch[i] * QL[c, j]``: chunk ``c`` of keys ``i < nk`` times the 16-bit limbs
+    of its weight ``(q^k)^c``, summed per limb (zero at the start of a block)."""
+    for j in range(8):
+        lj = QL[c, j]
+        if lj != 0.0:
+            for i in range(nk):
+                A[j, i] += ch[i] * lj
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0, nw):
     """Keys ``Dg[0:n, i]`` (digit-major, ``i < nk``) -> ``out[o0 + i]``, the 128-bit integers
@@ -126,9 +145,7 @@ def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0, nw):
     the 16-bit limbs of ``q^(k c)`` are summed per limb in float64 (each sum is below
     ``2^50``: exact), then the carries are propagated limb by limb.  The loops over keys are
     innermost (vectorised).  ``nw``: the output order (:func:`_carry_limbs`)."""
-    for j in range(8):
-        for i in range(nk):
-            A[j, i] = 0.0
+    _clear(A, nk)
     for c in range(QL.shape[0]):
         s = c * k
         e = min(n, s + k)
@@ -138,11 +155,7 @@ def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0, nw):
             pwd = PW[d - s]
             for i in range(nk):
                 ch[i] += Dg[d, i] * pwd
-        for j in range(8):
-            lj = QL[c, j]
-            if lj != 0.0:
-                for i in range(nk):
-                    A[j, i] += ch[i] * lj
+        _limb_sums(A, ch, nk, QL, c)
     _carry_limbs(A, ch, nk, out, o0, nw)
 
 
@@ -166,26 +179,21 @@ def _pack_rows(d, i0, nk, n, k, PW, QL, CH, A, ch, out, o0):
         for i in range(nk):
             A[j, i] = 0.0
     for c in range(C):
-        for j in range(8):
-            lj = QL[c, j]
-            if lj != 0.0:
-                for i in range(nk):
-                    A[j, i] += CH[c, i] * lj
+        _limb_sums(A, CH[c], nk, QL, c)
     _carry_limbs(A, ch, nk, out, o0, 0)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _pack_colours(U, DL, nw, p, n, k, PW, QL, A, ch, out, o0):
-    """The keys ``u + r * delta mod p`` of every colour ``r < p`` of ``nw`` wires (``U[:, v]``
-    the digits of wire ``v``'s colour-0 key, ``DL`` those of the wires' offset, as float64), packed
-    as :func:`_pack_block` packs them, into ``out[o0 + v * p + r]``.  The digits are formed
-    inside the chunk sums (colour-major: key ``r * nw + v``), never stored."""
+    """The keys ``u + r * delta mod p`` of every colour ``r < p`` of ``nw`` wires, packed as
+    :func:`_pack_block` packs them, into ``out[o0 + v * p + r]``; ``U[:, v]`` holds the
+    digits of wire ``v``'s colour-0 key and ``DL`` those of the wires' offset, as float64.
+    The digits are formed inside the chunk sums (colour-major: key ``r * nw + v``), never
+    stored."""
     nk = nw * p
     pf = float(p)
     invp = 1.0 / pf
-    for j in range(8):
-        for i in range(nk):
-            A[j, i] = 0.0
+    _clear(A, nk)
     for c in range(QL.shape[0]):
         s = c * k
         e = min(n, s + k)
@@ -199,11 +207,7 @@ def _pack_colours(U, DL, nw, p, n, k, PW, QL, A, ch, out, o0):
                 for v in range(nw):
                     t = U[d, v] + rd
                     ch[o + v] += (t - pf * np.floor((t + 0.5) * invp)) * pwd
-        for j in range(8):
-            lj = QL[c, j]
-            if lj != 0.0:
-                for i in range(nk):
-                    A[j, i] += ch[i] * lj
+        _limb_sums(A, ch, nk, QL, c)
     _carry_limbs(A, ch, nk, out, o0, nw)
 
 
@@ -491,6 +495,18 @@ def _pad_chunks(zb, i, bp, m, fb):
             fb[j] = v
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _expand_strided(z, i0, step, nk, Z0, y0, h, q, m, k, D, tops, F, R, pad):
+    """``pad[i]``: the pad ``z[i0 + i * step]`` (hash outputs, :func:`xor_pads` applied)
+    expanded into ``m`` digits mod ``q``, for ``i < nk``; ``Z0`` holds the gathered pads and
+    ``y0`` is zeros."""
+    for i in range(nk):
+        for j in range(h):
+            Z0[i, j, 0] = z[i0 + i * step, j, 0]
+            Z0[i, j, 1] = z[i0 + i * step, j, 1]
+    _expand_block(y0, Z0, 0, nk, h, q, m, k, D, tops, F, R, pad)
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, bp, F, R, pad, Z0, y0, z, zb,
                 w0, w1, c0, rows):
@@ -523,11 +539,7 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, bp, F, R, pad, Z0,
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
         nw = v1 - v0
-        for i in range(nw):  # the colour-0 pads, gathered
-            for j in range(h):
-                Z0[i, j, 0] = z[(v0 - w0 + i) * p, j, 0]
-                Z0[i, j, 1] = z[(v0 - w0 + i) * p, j, 1]
-        _expand_block(y0, Z0, 0, nw, h, q, nq, k, D, tops, F, R, pad)
+        _expand_strided(z, (v0 - w0) * p, p, nw, Z0, y0, h, q, nq, k, D, tops, F, R, pad)
         for w in range(v0, v1):
             bb = w // E
             s = a0[w, 0]
@@ -685,11 +697,7 @@ def mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, bp, F, R, pad, Z0, y0, z
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
         nw = v1 - v0
-        for i in range(nw):  # the colour-0 pads, gathered
-            for j in range(h):
-                Z0[i, j, 0] = z[(v0 - w0 + i) * q, j, 0]
-                Z0[i, j, 1] = z[(v0 - w0 + i) * q, j, 1]
-        _expand_block(y0, Z0, 0, nw, h, p, m, k, D, tops, F, R, pad)
+        _expand_strided(z, (v0 - w0) * q, q, nw, Z0, y0, h, p, m, k, D, tops, F, R, pad)
         for w in range(v0, v1):
             sb = b0[w, 0]
             rr = r[w]

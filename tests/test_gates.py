@@ -241,13 +241,15 @@ def test_unopened_row_entries_are_uniform_in_their_bits(p, q):
     table = torch.from_numpy(np.random.default_rng(q).integers(0, q, size=p))
     _, rows = gates.garble_proj(a0, p, rng.delta(p, 1), q, rng.delta(q, 1), table, 3)
     m = gates.row_modulus(q)
+    uniform = torch.full((m,), 1 / m, dtype=torch.float64)
     freq = torch.bincount(rows.reshape(-1).to(torch.int64), minlength=m).double() / rows.numel()
-    assert freq.shape[0] == m and torch.allclose(freq, torch.full((m,), 1 / m, dtype=torch.float64), atol=0.01)
+    assert freq.shape[0] == m and torch.allclose(freq, uniform, atol=0.01)
     # the mixed half gate's evaluator half: rows and digits alike
     b0 = rng.labels(q, (1, W))
     _, (_, rows_e, digits) = gates.garble_mixed_mul(a0, p, rng.delta(p, 1), b0, q,
                                                     rng.delta(q, 1), rng.residues(p, (1, W)), 4)
     m = gates.row_modulus(p)
+    uniform = torch.full((m,), 1 / m, dtype=torch.float64)
     for t in (rows_e, digits[..., 1:]):
         freq = torch.bincount(t.reshape(-1).to(torch.int64), minlength=m).double() / t.numel()
-        assert freq.shape[0] == m and torch.allclose(freq, torch.full((m,), 1 / m, dtype=torch.float64), atol=0.02)
+        assert freq.shape[0] == m and torch.allclose(freq, uniform, atol=0.02)
