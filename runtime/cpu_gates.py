@@ -13,14 +13,14 @@ import threading
 
 import numpy as np
 
+from dashc.errors import IntegrityError
+
 from .aes import FIXED_KEY
+from .bitpack import field_width
 from .cpu_kernels import (CHUNK_BLOCKS, KEY_BLOCK, _scratch, barrett, expand_consts,
                           expand_pads, mixed_eval, mixed_garble, pack_all_colours,
                           pack_consts, pack_labels, proj_eval, proj_garble, select_cols,
                           select_rows, tweak_xor, tweak_xor_elems, xor_pads)
-from dashc.errors import IntegrityError
-
-from .bitpack import field_width
 from .tables import Packed
 from .workers import run_parts
 
@@ -50,13 +50,10 @@ class BlockHasher:
         self._enc.update_into(memoryview(src).cast("B"), memoryview(out).cast("B"))
         return out[:src.size].reshape(src.shape)
 
-    def hash(self, x: np.ndarray, gid: int, elem0: int, rep: int, role: int, h: int,
-             elem: np.ndarray | None = None):
+    def hash(self, x: np.ndarray, gid: int, elem: np.ndarray, role: int, h: int):
         """``(y, z)`` for packed keys ``x (N, 2)``: ``y = pi(x)``, ``z[i, j] = pi(y[i] ^ t)``
-        with ``t`` the tweak of element ``elem0 + i // rep`` (or ``elem[i]``)."""
+        with ``t`` the tweak of element ``elem[i]``."""
         y = self.encrypt(x, "y")
-        if elem is None:
-            return y, self.tweaked(y, gid, elem0, rep, role, h)
         t = self.buffer("t", y.shape[0] * h * 2)[:y.shape[0] * h * 2].reshape(-1, h, 2)
         tweak_xor_elems(y, gid, elem, role, h, t)
         return y, self.encrypt(t, "z")
@@ -85,10 +82,16 @@ def _keys(n: int) -> np.ndarray:
 
 
 def _row_scratch(h: int, nkeys: int):
-    """Scratch of the projection kernels: zeros for ``y`` (the pads come with it applied),
-    the pads and indices of the colour-0 keys among ``nkeys``."""
-    return (np.zeros((nkeys, 2), np.int64), np.empty((nkeys, h, 2), np.int64),
-            np.empty(nkeys, np.int64))
+    """Scratch of the row kernels for the colour-0 pads among ``nkeys``: zeros for ``y``
+    (the pads come with it applied) and the gathered pads."""
+    return np.zeros((nkeys, 2), np.int64), np.empty((nkeys, h, 2), np.int64)
+
+
+def forged(gid: int, gate: str, what: str = "value") -> IntegrityError:
+    """The error for an opened row entry out of range (only a damaged table or a forged
+    label gives one)."""
+    return IntegrityError(f"gate {gid}: {gate} opened a row to a {what} out of range: its "
+                          "garbled table or the labels that key it are damaged or forged")
 
 
 def _pads(hasher: BlockHasher, y: np.ndarray, gid: int, elem0: int, rep: int, role: int,
@@ -115,7 +118,7 @@ def hash_labels(keys: np.ndarray, q_in: int, gid: int, elem: np.ndarray, role: i
             i1 = min(p1, i0 + step)
             x = _keys(i1 - i0)
             pack_labels(keys[i0:i1], q_in, kp, PWp, QLp, x)
-            y, z = hasher.hash(x, gid, 0, 1, role, h, elem[i0:i1])
+            y, z = hasher.hash(x, gid, elem[i0:i1], role, h)
             expand_pads(y, z, h, q_out, m, k, D, tops, F, R, pad, out[i0:i1])
 
     run_parts(N, 1 + h, part)
@@ -148,7 +151,7 @@ def garble_proj_many(a0: np.ndarray, E: int, p: int, delta_p: np.ndarray, target
     def part(p0: int, p1: int) -> None:
         hasher = block_hasher()
         nkeys = max(p, KEY_BLOCK // p * p)
-        scratch = [(*_scratch(t[4], nkeys // p, t[8]), *_row_scratch(t[4], nkeys // p)[:2])
+        scratch = [(*_scratch(t[4], nkeys // p, t[8]), *_row_scratch(t[4], nkeys // p))
                    for t in prep]
         for w0 in range(p0, p1, step):
             w1 = min(p1, w0 + step)
@@ -201,7 +204,8 @@ def eval_proj_many(a: np.ndarray, p: int, targets: list, gid: int, role: int) ->
     def part(p0: int, p1: int) -> None:
         hasher = block_hasher()
         scratch = [(*_scratch(t[4], KEY_BLOCK, t[8]), *_row_scratch(t[4], KEY_BLOCK),
-                    np.empty((step, t[8]), np.int64)) for t in prep]
+                    np.empty(KEY_BLOCK, np.int64), np.empty((step, t[8]), np.int64))
+                   for t in prep]
         for w0 in range(p0, p1, step):
             w1 = min(p1, w0 + step)
             x = _keys(w1 - w0)
@@ -217,9 +221,7 @@ def eval_proj_many(a: np.ndarray, p: int, targets: list, gid: int, role: int) ->
 
     run_parts(W, blocks, part)
     if bad:
-        raise IntegrityError(f"gate {gid}: a projection into Z{bad[0]} opened a row to a "
-                             "digit out of range: its garbled table or the labels that key "
-                             "it are damaged or forged")
+        raise forged(gid, f"a projection into Z{bad[0]}", "digit")
     return [t[10] for t in prep]
 
 
@@ -242,7 +244,7 @@ def garble_mixed_half(a0: np.ndarray, b0: np.ndarray, E: int, p: int, q: int,
         hasher = block_hasher()
         nw = max(1, KEY_BLOCK // q)
         F, R, pad = _scratch(h, nw, n_p + 1)
-        y0, Z0, _ = _row_scratch(h, nw)
+        y0, Z0 = _row_scratch(h, nw)
         for w0 in range(p0, p1, step):
             w1 = min(p1, w0 + step)
             x = _keys((w1 - w0) * q)
@@ -275,7 +277,8 @@ def eval_mixed_half(a: np.ndarray, b: np.ndarray, g: np.ndarray, p: int, q: int,
     def part(p0: int, p1: int) -> None:
         hasher = block_hasher()
         F, R, pad = _scratch(h, KEY_BLOCK, n_p + 1)
-        y0, Z0, idx = _row_scratch(h, KEY_BLOCK)
+        y0, Z0 = _row_scratch(h, KEY_BLOCK)
+        idx = np.empty(KEY_BLOCK, np.int64)
         sel_rows = np.empty((step, n_p), np.int64)
         sel_digits = np.empty(step, np.int64)
         for w0 in range(p0, p1, step):
@@ -292,7 +295,5 @@ def eval_mixed_half(a: np.ndarray, b: np.ndarray, g: np.ndarray, p: int, q: int,
 
     run_parts(W, 1 + h, part)
     if bad:
-        raise IntegrityError(f"gate {gid}: a mixed half gate mod {p} opened a row to a value "
-                             "out of range: its garbled table or the labels that key it are "
-                             "damaged or forged")
+        raise forged(gid, f"a mixed half gate mod {p}")
     return out

@@ -139,12 +139,12 @@ def _limb_sums(A, ch, nk, QL, c):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0, nw):
+def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0):
     """Keys ``Dg[0:n, i]`` (digit-major, ``i < nk``) -> ``out[o0 + i]``, the 128-bit integers
     ``sum_d Dg[d, i] q^d`` as (low, high) int64.  Chunks of ``k`` digits (``< 2^31``) times
     the 16-bit limbs of ``q^(k c)`` are summed per limb in float64 (each sum is below
     ``2^50``: exact), then the carries are propagated limb by limb.  The loops over keys are
-    innermost (vectorised).  ``nw``: the output order (:func:`_carry_limbs`)."""
+    innermost (vectorised)."""
     _clear(A, nk)
     for c in range(QL.shape[0]):
         s = c * k
@@ -156,7 +156,7 @@ def _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, o0, nw):
             for i in range(nk):
                 ch[i] += Dg[d, i] * pwd
         _limb_sums(A, ch, nk, QL, c)
-    _carry_limbs(A, ch, nk, out, o0, nw)
+    _carry_limbs(A, ch, nk, out, o0, 0)
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
@@ -175,9 +175,7 @@ def _pack_rows(d, i0, nk, n, k, PW, QL, CH, A, ch, out, o0):
             for t in range(e - s):
                 acc += float(d[i0 + i, s + t]) * PW[t]
             CH[c, i] = acc
-    for j in range(8):
-        for i in range(nk):
-            A[j, i] = 0.0
+    _clear(A, nk)
     for c in range(C):
         _limb_sums(A, CH[c], nk, QL, c)
     _carry_limbs(A, ch, nk, out, o0, 0)
@@ -364,7 +362,7 @@ def pack_labels(d, q, k, PW, QL, out):
         for i in range(nk):
             for j in range(n):
                 Dg[j, i] = d[i0 + i, j]
-        _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, i0, 0)
+        _pack_block(Dg, nk, n, k, PW, QL, A, ch, out, i0)
 
 
 @njit(cache=True, nogil=True)
@@ -459,6 +457,15 @@ def xor_pads(y, z):
             z[i, j, 1] ^= y[i, 1]
 
 
+@njit(cache=True, inline="always")
+def _field_mask(q):
+    """``2^bits(q - 1) - 1``: the bits of a row entry into ``Z_q``."""
+    mask = 1
+    while mask < q - 1:
+        mask = 2 * mask + 1
+    return mask
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _pad_chunks(zb, i, bp, m, fb):
     """``fb[0:m]``: the ``bp``-bit chunks (``bp`` a power of two) of the pad bytes ``zb[i]``,
@@ -521,9 +528,7 @@ def proj_garble(a0, table, tw, dq, E, p, q, M, h, k, D, tops, bp, F, R, pad, Z0,
     qf = float(q)
     invq = 1.0 / qf
     small = q < SMALL_Q  # label sums fit int32: reduce them in float64 (vectorised)
-    mask = 1
-    while mask < q - 1:
-        mask = 2 * mask + 1
+    mask = _field_mask(q)
     fld = np.empty(nq + 64, np.int64)  # chunks of one pad (rounded up to whole words)
     cf = np.empty(nq)
     df = np.empty(nq)
@@ -645,9 +650,7 @@ def proj_eval(a, q, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, w0, w1,
     the caller raises)."""
     nq = out.shape[1]
     bw = pad.shape[0]
-    mask = 1
-    while mask < q - 1:
-        mask = 2 * mask + 1
+    mask = _field_mask(q)
     bad = 0
     fld = np.empty(nq + 64, np.int64)
     for v0 in range(w0, w1, bw):
@@ -690,9 +693,7 @@ def mixed_garble(a0, b0, r, g0, p, q, M, h, k, D, tops, bp, F, R, pad, Z0, y0, z
     zz = np.empty(n_p, np.int64)
     fld = np.empty(m + 64, np.int64)
     pp = p * p
-    mask = 1
-    while mask < p - 1:
-        mask = 2 * mask + 1
+    mask = _field_mask(p)
     bw = pad.shape[0]
     for v0 in range(w0, w1, bw):
         v1 = min(w1, v0 + bw)
@@ -732,9 +733,7 @@ def mixed_eval(a, b, g, p, M, h, k, D, tops, bp, F, R, pad, Z0, idx, y0, z, zb, 
     m = n_p + 1
     p2 = 2 * p
     bw = pad.shape[0]
-    mask = 1
-    while mask < p - 1:
-        mask = 2 * mask + 1
+    mask = _field_mask(p)
     fld = np.empty(m + 64, np.int64)
     bad = 0
     for v0 in range(w0, w1, bw):

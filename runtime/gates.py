@@ -67,7 +67,6 @@ import numpy as np
 import torch
 
 from dashc import crt
-from dashc.errors import IntegrityError
 
 from . import cpu_gates, cpu_kernels
 from .bitpack import field_bits
@@ -219,9 +218,7 @@ def eval_proj_many(a: torch.Tensor, p: int, targets, gate_id: int, role: int = 0
         idx = (colour - 1).clamp(min=0)[..., None, None].expand(B, E, 1, n_q)
         row = torch.gather(_dense(rows, a.device).to(torch.int64), 2, idx)[:, :, 0] ^ fld
         if bool(((row >= q) & (colour != 0)[..., None]).any()):
-            raise IntegrityError(f"gate {gate_id}: a projection into Z{q} opened a row to a "
-                                 "digit out of range: its garbled table or the labels that "
-                                 "key it are damaged or forged")
+            raise cpu_gates.forged(gate_id, f"a projection into Z{q}", "digit")
         result.append(torch.where((colour == 0)[..., None], (-pad0) % q, row))
     return result
 
@@ -293,9 +290,7 @@ def eval_mixed_mul(a: torch.Tensor, p: int, b: torch.Tensor, q: int, rows_g: tor
     c1, k1 = d ^ fld[..., 0], row ^ fld[..., 1:]
     opened = s != 0
     if bool(((c1 >= p) & opened).any() or ((k1 >= p) & opened[..., None]).any()):
-        raise IntegrityError(f"gate {gate_id}: a mixed half gate mod {p} opened a row to a "
-                             "value out of range: its garbled table or the labels that key "
-                             "it are damaged or forged")
+        raise cpu_gates.forged(gate_id, f"a mixed half gate mod {p}")
     c = torch.where(opened, c1, (d - pad0[..., 0]) % p)
     k = torch.where(opened[..., None], k1, -pad0[..., 1:])
     return (c[..., None] * a + k - g) % p
